@@ -1,0 +1,35 @@
+# Thin targets: each one calls the project's CLI or pytest inside .venv.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export ANOMALY_PIPELINE_HOME ?= $(CURDIR)/.anomaly_pipeline
+
+.PHONY: install run test ui lint bench clean
+
+# torch is installed first and pinned: an unpinned torch pulls several GB of CUDA wheels.
+$(BIN)/anomaly-pipeline: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/anomaly-pipeline
+
+run: install
+	$(BIN)/anomaly-pipeline run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+ui: install
+	$(BIN)/anomaly-pipeline ui
+
+lint: install
+	$(BIN)/ruff check anomaly_pipeline assets sensors tests definitions.py benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/pipeline_stages.py
+
+clean:
+	rm -rf $(ANOMALY_PIPELINE_HOME)

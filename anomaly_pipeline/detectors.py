@@ -1,0 +1,152 @@
+"""Every detector, the hybrid model and the baselines, behind one small interface.
+
+Like scikit-learn and PyOD: hyper-parameters in ``__init__``, ``fit`` on the training events,
+``decision_function`` where higher is more anomalous, ``predict`` against a threshold learned on
+fit data. Inputs are a ``GraphWindows`` plus the positions of the events to use, so the
+evaluation loops over detectors without special cases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from sklearn.ensemble import IsolationForest
+
+from anomaly_pipeline.graph import EVENT_FEATURES, NODE_FEATURES, GraphWindows
+from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM
+from anomaly_pipeline.training import EpochStats, TrainConfig, score_events, train_hybrid
+
+WEIGHTS_FILE = "state_dict.pt"
+CONFIG_FILE = "detector.json"
+
+
+class Detector(Protocol):
+    name: str
+    threshold_: float | None
+
+    def fit(self, windows: GraphWindows, idx: np.ndarray) -> Detector: ...
+
+    def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray: ...
+
+
+def threshold_at_fpr(scores: np.ndarray, target_fpr: float) -> float:
+    """Score above which a fraction ``target_fpr`` of ``scores`` (assumed benign) lie."""
+    scores = scores[np.isfinite(scores)]
+    if len(scores) == 0:
+        raise ValueError("no finite scores to set a threshold from")
+    return float(np.quantile(scores, 1.0 - target_fpr))
+
+
+def predict(detector: Detector, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
+    """1 where the detector's score passes its fitted threshold."""
+    if detector.threshold_ is None:
+        raise RuntimeError(f"{detector.name}: call fit() before predict()")
+    return (detector.decision_function(windows, idx) > detector.threshold_).astype(np.int8)
+
+
+class HybridDetector:
+    """The GNN-LSTM hybrid (``anomaly_pipeline.models.hybrid``) as a detector."""
+
+    name = "hybrid_gnn_lstm"
+
+    def __init__(
+        self,
+        model_config: HybridConfig = HybridConfig(),
+        train_config: TrainConfig = TrainConfig(),
+        fit_fpr: float = 0.01,
+        on_epoch: Callable[[EpochStats], None] | None = None,
+    ) -> None:
+        self.model_config = model_config
+        self.train_config = train_config
+        self.fit_fpr = fit_fpr
+        self.on_epoch = on_epoch
+        self.model: HybridGNNLSTM | None = None
+        self.history: list[EpochStats] = []
+        self.threshold_: float | None = None
+
+    def fit(self, windows: GraphWindows, idx: np.ndarray | None = None) -> HybridDetector:
+        # Training uses the windows' own time split (train, early stopping on validation).
+        self.model, self.history = train_hybrid(windows, self.model_config, self.train_config, self.on_epoch)
+        self.model_config = self.model.config
+        train_idx = windows.split_index("train") if idx is None else idx
+        self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)
+        return self
+
+    def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("HybridDetector: call fit() or load() before scoring")
+        return score_events(self.model, windows, idx)
+
+    def save(self, directory: str | Path) -> Path:
+        """Weights as a plain state dict plus JSON config: loading executes no pickled code."""
+        if self.model is None:
+            raise RuntimeError("HybridDetector: nothing to save before fit()")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, directory / WEIGHTS_FILE)
+        (directory / CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    "detector": self.name,
+                    "model_config": self.model_config.to_dict(),
+                    "threshold": self.threshold_,
+                    "fit_fpr": self.fit_fpr,
+                    "node_features": list(NODE_FEATURES),
+                    "event_features": list(EVENT_FEATURES),
+                },
+                indent=2,
+            )
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> HybridDetector:
+        directory = Path(directory)
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        if meta.get("event_features") != list(EVENT_FEATURES) or meta.get("node_features") != list(NODE_FEATURES):
+            raise ValueError(
+                f"model at {directory} was trained with different features than this code computes; "
+                "retrain it with this version of anomaly-pipeline"
+            )
+        det = cls(HybridConfig(**meta["model_config"]), fit_fpr=meta["fit_fpr"])
+        det.model = HybridGNNLSTM(det.model_config)
+        state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
+        det.model.load_state_dict(state)
+        det.model.to(device).eval()
+        det.threshold_ = meta["threshold"]
+        return det
+
+
+class IsolationForestDetector:
+    """Isolation Forest (scikit-learn) on the per-event features, no graph, no sequence."""
+
+    name = "isolation_forest"
+
+    def __init__(self, n_estimators: int = 200, max_samples: int = 4096, fit_fpr: float = 0.01, seed: int = 0) -> None:
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.fit_fpr = fit_fpr
+        self.seed = seed
+        self.forest: IsolationForest | None = None
+        self.threshold_: float | None = None
+
+    def fit(self, windows: GraphWindows, idx: np.ndarray) -> IsolationForestDetector:
+        x = windows.event_x[idx]
+        self.forest = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, len(x)),
+            random_state=self.seed,
+            n_jobs=1,
+        ).fit(x)
+        self.threshold_ = threshold_at_fpr(self.decision_function(windows, idx), self.fit_fpr)
+        return self
+
+    def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
+        if self.forest is None:
+            raise RuntimeError("IsolationForestDetector: call fit() before scoring")
+        return -self.forest.score_samples(windows.event_x[idx])

@@ -1,0 +1,560 @@
+"""From canonical events to typed graph snapshots over sliding windows, with behavioural features.
+
+Every event becomes one *scored* edge between typed nodes (a logon is user -> host, a process
+start host -> process, a flow host -> host or host -> external) plus a *context* node (the source
+host of a logon, the user of a process start or flow). Time is cut into buckets of ``stride``;
+snapshot ``k`` holds the events of the window of length ``window`` that ends where bucket ``k``
+ends, so consecutive snapshots overlap by ``window - stride``. An event in bucket ``b`` is scored
+against snapshots ``b - history .. b - 1`` only: its own window never leaks into its score.
+
+Features describe behaviour, not identity, so a trained model moves to a new environment:
+node features are activity counts, distinct peers, failure and volume statistics per window plus
+the node's cumulative hour-of-day profile; event features are time of day and week, outcome,
+authentication protocol, volume, and causal pair-history (first-seen, prior count).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+NODE_TYPES: tuple[str, ...] = ("user", "host", "process", "external")
+
+# (source node type, relation, destination node type) for the scored edge of each event kind.
+RELATIONS: tuple[tuple[str, str, str], ...] = (
+    ("user", "logs_on", "host"),
+    ("host", "auth_to", "host"),
+    ("host", "runs", "process"),
+    ("user", "starts", "process"),
+    ("host", "flows_to", "host"),
+    ("host", "flows_to_ext", "external"),
+)
+RELATION_INDEX = {rel[1]: i for i, rel in enumerate(RELATIONS)}
+SCORED_RELATIONS = ("logs_on", "runs", "flows_to", "flows_to_ext")
+HOUR_BINS = 8  # 3-hour bins of the day for the cumulative hour profile
+
+NODE_FEATURES: tuple[str, ...] = (
+    "log_out_events",
+    "log_in_events",
+    "log_out_peers",
+    "log_in_peers",
+    "auth_failure_share",
+    "log_bytes_out",
+    "log_bytes_in",
+    "first_seen_share",
+    "log_auth_events",
+    "log_process_events",
+    "log_flow_events",
+    "active",
+    *(f"hour_profile_{i}" for i in range(HOUR_BINS)),
+    "log_history_events",
+    *(f"is_{t}" for t in NODE_TYPES),
+    "window_hour_sin",
+    "window_hour_cos",
+    "window_weekend",
+)
+EVENT_FEATURES: tuple[str, ...] = (
+    "hour_sin",
+    "hour_cos",
+    "is_weekend",
+    "auth_failed",
+    "auth_ntlm",
+    "auth_kerberos",
+    "log_bytes_out",
+    "log_bytes_in",
+    "log_duration_s",
+    "pair_first_seen",
+    "log_pair_prior_count",
+    "context_pair_first_seen",
+    "dst_first_seen",
+    "log_src_prior_count",
+    "src_hour_profile_share",
+    "log_actor_events_last_hour",
+    "log_actor_failures_last_hour",
+)
+EDGE_FEATURES: tuple[str, ...] = ("log_count", "failure_share", "log_bytes")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How time is cut: bucket ``stride``, window length (>= stride) and history depth, in hours."""
+
+    stride_hours: float = 1.0
+    window_hours: float = 2.0
+    history: int = 6
+    train_fraction: float = 0.6
+    validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.window_hours < self.stride_hours:
+            raise ValueError(
+                f"window_hours ({self.window_hours}) must be >= stride_hours ({self.stride_hours}); "
+                "windows overlap by window - stride"
+            )
+        if not 0 < self.train_fraction < 1 or not 0 <= self.validation_fraction < 1 - self.train_fraction:
+            raise ValueError("need 0 < train_fraction and train_fraction + validation_fraction < 1")
+
+    @property
+    def overlap_buckets(self) -> int:
+        return int(round(self.window_hours / self.stride_hours)) - 1
+
+
+@dataclass
+class GraphWindows:
+    """Snapshots, node features and per-event scored edges for one stretch of events.
+
+    Shapes: ``node_x`` [K, N, len(NODE_FEATURES)] float32 (K snapshots, N nodes);
+    ``snap_*`` are flat edge arrays of all snapshots, ``snap_ptr`` [K + 1] offsets into them;
+    ``event_*`` arrays have one entry per event, aligned with ``events`` (sorted by ts).
+    """
+
+    config: WindowConfig
+    t0: pd.Timestamp
+    n_buckets: int
+    nodes: pd.DataFrame  # node_id, name, node_type, type_index (position within its type)
+    events: pd.DataFrame  # canonical columns + bucket, split, relation
+    node_x: np.ndarray
+    snap_ptr: np.ndarray
+    snap_rel: np.ndarray
+    snap_src: np.ndarray
+    snap_dst: np.ndarray
+    snap_attr: np.ndarray
+    event_src: np.ndarray
+    event_dst: np.ndarray
+    event_ctx: np.ndarray  # -1 where an event has no context node
+    event_rel: np.ndarray
+    event_bucket: np.ndarray
+    event_x: np.ndarray
+    labels: np.ndarray  # float, NaN where unknown
+    split: np.ndarray  # 0 train, 1 validation, 2 test
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    def split_index(self, name: str) -> np.ndarray:
+        """Positions of the events of split ``name`` (train, validation, test)."""
+        return np.flatnonzero(self.split == SPLITS.index(name))
+
+    def nodes_of_type(self, node_type: str) -> np.ndarray:
+        return self.nodes.index[self.nodes["node_type"] == node_type].to_numpy()
+
+    def summary(self) -> dict:
+        counts = self.nodes["node_type"].value_counts().to_dict()
+        rel_counts = pd.Series(self.event_rel).map(lambda r: RELATIONS[r][1]).value_counts().to_dict()
+        return {
+            "snapshots": int(self.n_buckets),
+            "nodes": int(self.n_nodes),
+            **{f"nodes_{t}": int(counts.get(t, 0)) for t in NODE_TYPES},
+            "snapshot_edges": int(len(self.snap_src)),
+            "events": int(len(self.event_src)),
+            **{f"events_{r}": int(c) for r, c in rel_counts.items()},
+            **{f"events_{s}": int((self.split == i).sum()) for i, s in enumerate(SPLITS)},
+            "window_hours": self.config.window_hours,
+            "stride_hours": self.config.stride_hours,
+            "history_snapshots": self.config.history,
+            "node_features": len(NODE_FEATURES),
+            "event_features": len(EVENT_FEATURES),
+        }
+
+
+def _is_internal_address(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_private
+    except ValueError:
+        return False
+
+
+def _scored_edges(events: pd.DataFrame) -> pd.DataFrame:
+    """Per event: (src name, src type, dst name, dst type, relation, context name, context type)."""
+    et = events["event_type"].astype("string").fillna("")
+    user = events["user"].astype("string")
+    src_host = events["src_host"].astype("string")
+    dst_host = events["dst_host"].astype("string")
+    process = events["process"].astype("string")
+
+    # A flow destination is a host when it is ever a source, an auth target or a private address.
+    known_hosts = set(src_host.dropna().unique()) | set(dst_host[et == "auth"].dropna().unique())
+    flow_dst = dst_host[et.isin(["network_flow", "dns"])].dropna().unique()
+    internal = {d for d in flow_dst if d in known_hosts or _is_internal_address(d)}
+
+    n = len(events)
+    out = pd.DataFrame(
+        {
+            "src": pd.Series([pd.NA] * n, dtype="string"),
+            "src_type": "",
+            "dst": pd.Series([pd.NA] * n, dtype="string"),
+            "dst_type": "",
+            "relation": "",
+            "ctx": pd.Series([pd.NA] * n, dtype="string"),
+            "ctx_type": "",
+        },
+        index=events.index,
+    )
+
+    def assign(mask, src, src_t, dst, dst_t, rel, ctx, ctx_t):
+        out.loc[mask, "src"] = src[mask]
+        out.loc[mask, "src_type"] = src_t
+        out.loc[mask, "dst"] = dst[mask]
+        out.loc[mask, "dst_type"] = dst_t
+        out.loc[mask, "relation"] = rel
+        if ctx is not None:
+            out.loc[mask, "ctx"] = ctx[mask]
+            out.loc[mask, "ctx_type"] = ctx_t
+
+    is_auth = et == "auth"
+    # Logon with a known account: user -> destination host, source host as context.
+    assign(is_auth & user.notna(), user, "user", dst_host, "host", "logs_on", src_host, "host")
+    # Machine-to-machine authentication without an account name.
+    assign(is_auth & user.isna(), src_host, "host", dst_host, "host", "auth_to", None, None)
+    is_proc = et == "process_start"
+    assign(is_proc & src_host.notna(), src_host, "host", process, "process", "runs", user, "user")
+    is_flow = et.isin(["network_flow", "dns", "file_access"])
+    dst_internal = dst_host.isin(internal).fillna(False)
+    assign(is_flow & dst_internal, src_host, "host", dst_host, "host", "flows_to", user, "user")
+    assign(is_flow & ~dst_internal, src_host, "host", dst_host, "external", "flows_to_ext", user, "user")
+    # A process start whose host is only known through the user is still a user -> process edge.
+    assign(is_proc & src_host.isna() & user.notna(), user, "user", process, "process", "starts", None, None)
+    out.loc[out["ctx"].isna(), "ctx_type"] = ""
+    return out
+
+
+def _group_cumcount(keys: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions share its key (keys in time order)."""
+    return pd.Series(keys).groupby(keys).cumcount().to_numpy()
+
+
+def _trailing_count(
+    group: np.ndarray, seconds: np.ndarray, horizon_s: float, weight: np.ndarray | None = None
+) -> np.ndarray:
+    """Per event, the (weighted) count of earlier events of the same group within ``horizon_s``.
+
+    ``seconds`` must be non-decreasing (events sorted by time).
+    """
+    order = np.lexsort((np.arange(len(group)), group))  # by group, then time order
+    g, t = group[order], seconds[order]
+    w = np.ones(len(g)) if weight is None else np.asarray(weight, dtype=float)[order]
+    csum = np.concatenate([[0.0], np.cumsum(w)])
+    # Combined sortable key: group first, then time, so searchsorted stays inside the group.
+    span = float(seconds.max() - seconds.min() + horizon_s + 1.0) if len(seconds) else 1.0
+    key = g * span + (t - seconds.min())
+    start = np.searchsorted(key, key - horizon_s, side="left")
+    pos = np.arange(len(g))
+    counts = np.empty(len(g))
+    counts[order] = csum[pos] - csum[start]
+    return counts
+
+
+def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfig()) -> GraphWindows:
+    """Build snapshots, node features and event features from validated canonical events.
+
+    Events without a usable scored edge (for example a logon with no destination host) cannot be
+    placed in the graph; they are dropped here and counted in ``meta['events_without_edge']``.
+    """
+    if events.empty:
+        raise ValueError("no events to build graph windows from: ingestion or validation produced 0 rows")
+    events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    edges = _scored_edges(events)
+    usable = edges["src"].notna() & edges["dst"].notna() & (edges["relation"] != "")
+    dropped = int((~usable).sum())
+    events = events[usable.to_numpy()].reset_index(drop=True)
+    edges = edges[usable.to_numpy()].reset_index(drop=True)
+
+    # Node table: one node per (type, name).
+    frames = [
+        edges[["src", "src_type"]].set_axis(["name", "node_type"], axis=1),
+        edges[["dst", "dst_type"]].set_axis(["name", "node_type"], axis=1),
+        edges.loc[edges["ctx"].notna(), ["ctx", "ctx_type"]].set_axis(["name", "node_type"], axis=1),
+    ]
+    nodes = pd.concat(frames, ignore_index=True).drop_duplicates().reset_index(drop=True)
+    nodes["type_order"] = nodes["node_type"].map({t: i for i, t in enumerate(NODE_TYPES)})
+    nodes = nodes.sort_values(["type_order", "name"]).reset_index(drop=True).drop(columns="type_order")
+    nodes["type_index"] = nodes.groupby("node_type").cumcount()
+    key_to_id = {(t, n): i for i, (n, t) in enumerate(zip(nodes["name"], nodes["node_type"], strict=True))}
+
+    def ids(name_col: str, type_col: str) -> np.ndarray:
+        return np.array(
+            [
+                key_to_id.get((t, n), -1) if isinstance(n, str) else -1
+                for n, t in zip(edges[name_col].astype(object), edges[type_col], strict=True)
+            ],
+            dtype=np.int64,
+        )
+
+    src, dst, ctx = ids("src", "src_type"), ids("dst", "dst_type"), ids("ctx", "ctx_type")
+    rel = edges["relation"].map(RELATION_INDEX).to_numpy(dtype=np.int64)
+    n_nodes = len(nodes)
+
+    ts = events["ts"]
+    t0 = ts.iloc[0].floor(f"{int(config.stride_hours * 60)}min")
+    stride_s = config.stride_hours * 3600.0
+    seconds = (ts - t0).dt.total_seconds().to_numpy()
+    bucket = np.floor(seconds / stride_s).astype(np.int64)
+    n_buckets = int(bucket.max()) + 1
+
+    # Time-ordered split by bucket.
+    train_end = int(np.ceil(n_buckets * config.train_fraction))
+    val_end = int(np.ceil(n_buckets * (config.train_fraction + config.validation_fraction)))
+    split = np.where(bucket < train_end, 0, np.where(bucket < val_end, 1, 2)).astype(np.int8)
+
+    # ---- event features (causal: only earlier events are used) ----
+    hour = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy()
+    weekend = (ts.dt.dayofweek >= 5).to_numpy().astype(np.float32)
+    success = events["success"].astype("boolean")
+    auth_failed = (success == False).fillna(False).to_numpy().astype(np.float32)  # noqa: E712
+    auth_type = events["auth_type"].astype("string")
+    bytes_out = events["bytes_out"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
+    bytes_in = events["bytes_in"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
+    duration = events["duration_s"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
+
+    pair_key = src * n_nodes + dst
+    pair_prior = _group_cumcount(pair_key)
+    ctx_key = np.where(ctx >= 0, ctx * n_nodes + dst, -1 - np.arange(len(ctx)))
+    ctx_prior = _group_cumcount(ctx_key)
+    dst_prior = _group_cumcount(dst)
+    src_prior = _group_cumcount(src)
+    hour_bin = (ts.dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
+    src_hour_prior = _group_cumcount(src * HOUR_BINS + hour_bin)
+
+    # Bursts: how busy and how failing the acting host was in the hour before this event.
+    actor = events["src_host"].astype("string").fillna(events["user"].astype("string")).fillna("")
+    actor_code = pd.factorize(actor)[0].astype(np.int64)
+    actor_recent = _trailing_count(actor_code, seconds, 3600.0)
+    actor_recent_fail = _trailing_count(actor_code, seconds, 3600.0, weight=auth_failed)
+
+    event_x = np.column_stack(
+        [
+            np.sin(2 * np.pi * hour / 24),
+            np.cos(2 * np.pi * hour / 24),
+            weekend,
+            auth_failed,
+            (auth_type == "ntlm").fillna(False).to_numpy().astype(np.float32),
+            (auth_type == "kerberos").fillna(False).to_numpy().astype(np.float32),
+            np.log1p(bytes_out),
+            np.log1p(bytes_in),
+            np.log1p(duration),
+            (pair_prior == 0).astype(np.float32),
+            np.log1p(pair_prior),
+            ((ctx >= 0) & (ctx_prior == 0)).astype(np.float32),
+            (dst_prior == 0).astype(np.float32),
+            np.log1p(src_prior),
+            (src_hour_prior + 1.0) / (src_prior + HOUR_BINS),
+            np.log1p(actor_recent),
+            np.log1p(actor_recent_fail),
+        ]
+    ).astype(np.float32)
+
+    # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
+    node_x, snap = _snapshot_features(
+        n_buckets=n_buckets,
+        n_nodes=n_nodes,
+        node_types=nodes["node_type"].to_numpy(),
+        bucket=bucket,
+        src=src,
+        dst=dst,
+        ctx=ctx,
+        rel=rel,
+        hour_bin=hour_bin,
+        auth_failed=auth_failed,
+        bytes_out=bytes_out,
+        bytes_in=bytes_in,
+        first_seen=(pair_prior == 0).astype(np.float32),
+        event_type=events["event_type"].astype("string").fillna("").to_numpy(),
+        overlap=config.overlap_buckets,
+        t0=t0,
+        stride_s=stride_s,
+    )
+
+    out_events = events.copy()
+    out_events["bucket"] = bucket
+    out_events["split"] = np.array(SPLITS, dtype=object)[split]
+    out_events["relation"] = edges["relation"].to_numpy()
+    return GraphWindows(
+        config=config,
+        t0=t0,
+        n_buckets=n_buckets,
+        nodes=nodes,
+        events=out_events,
+        node_x=node_x,
+        event_src=src,
+        event_dst=dst,
+        event_ctx=ctx,
+        event_rel=rel,
+        event_bucket=bucket,
+        event_x=event_x,
+        labels=events["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
+        split=split,
+        meta={"events_without_edge": dropped, "train_end_bucket": train_end, "validation_end_bucket": val_end},
+        **snap,
+    )
+
+
+def _snapshot_features(
+    *,
+    n_buckets: int,
+    n_nodes: int,
+    node_types: np.ndarray,
+    bucket: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    ctx: np.ndarray,
+    rel: np.ndarray,
+    hour_bin: np.ndarray,
+    auth_failed: np.ndarray,
+    bytes_out: np.ndarray,
+    bytes_in: np.ndarray,
+    first_seen: np.ndarray,
+    event_type: np.ndarray,
+    overlap: int,
+    t0: pd.Timestamp,
+    stride_s: float,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    K, N = n_buckets, n_nodes
+
+    def per_bucket(node: np.ndarray, weight: np.ndarray | float = 1.0) -> np.ndarray:
+        grid = np.zeros((K, N), dtype=np.float64)
+        ok = node >= 0
+        w = np.broadcast_to(np.asarray(weight, dtype=np.float64), node.shape)[ok]
+        np.add.at(grid, (bucket[ok], node[ok]), w)
+        return grid
+
+    def windowed(grid: np.ndarray) -> np.ndarray:
+        # Sum of the buckets k - overlap .. k: the window that ends with bucket k.
+        csum = np.cumsum(grid, axis=0)
+        out = csum.copy()
+        if overlap > 0:
+            out[overlap + 1 :] -= csum[: -(overlap + 1)]
+        return out
+
+    def distinct_peers(node: np.ndarray, peer: np.ndarray) -> np.ndarray:
+        ok = (node >= 0) & (peer >= 0)
+        frame = pd.DataFrame({"b": bucket[ok], "n": node[ok], "p": peer[ok]}).drop_duplicates()
+        grid = np.zeros((K, N))
+        np.add.at(grid, (frame["b"].to_numpy(), frame["n"].to_numpy()), 1.0)
+        return grid
+
+    out_events = per_bucket(src) + per_bucket(np.where(rel == RELATION_INDEX["logs_on"], ctx, -1))
+    in_events = per_bucket(dst)
+    involved = np.concatenate([src, dst, ctx])
+    inv_bucket = np.concatenate([bucket, bucket, bucket])
+
+    def per_bucket_involved(weight: np.ndarray) -> np.ndarray:
+        grid = np.zeros((K, N))
+        ok = involved >= 0
+        w = np.concatenate([weight, weight, weight])[ok]
+        np.add.at(grid, (inv_bucket[ok], involved[ok]), w)
+        return grid
+
+    any_events = per_bucket_involved(np.ones_like(auth_failed, dtype=np.float64))
+    failures = per_bucket_involved(auth_failed.astype(np.float64))
+    firsts = per_bucket_involved(first_seen.astype(np.float64))
+    w_auth = per_bucket_involved((event_type == "auth").astype(np.float64))
+    w_proc = per_bucket_involved((event_type == "process_start").astype(np.float64))
+    w_flow = per_bucket_involved(np.isin(event_type, ["network_flow", "dns", "file_access"]).astype(np.float64))
+    b_out = per_bucket(src, bytes_out)
+    b_in = per_bucket(src, bytes_in)
+    peers_out = distinct_peers(src, dst)
+    peers_in = distinct_peers(dst, src)
+
+    win = {name: windowed(g) for name, g in {
+        "out": out_events, "in": in_events, "any": any_events, "fail": failures, "first": firsts,
+        "auth": w_auth, "proc": w_proc, "flow": w_flow, "bout": b_out, "bin": b_in,
+        "pout": peers_out, "pin": peers_in,
+    }.items()}
+
+    # Cumulative hour-of-day profile up to and including bucket k (causal for events after k).
+    hour_grid = np.zeros((K, N, HOUR_BINS))
+    ok = involved >= 0
+    hb = np.concatenate([hour_bin, hour_bin, hour_bin])
+    np.add.at(hour_grid, (inv_bucket[ok], involved[ok], hb[ok]), 1.0)
+    hour_cum = np.cumsum(hour_grid, axis=0)
+    history = hour_cum.sum(axis=2, keepdims=True)
+    hour_profile = (hour_cum + 1.0 / HOUR_BINS) / (history + 1.0)
+
+    bucket_end = t0 + pd.to_timedelta((np.arange(K) + 1) * stride_s, unit="s")
+    window_hour = np.asarray(bucket_end.hour, dtype=float)
+    type_onehot = np.stack([(node_types == t).astype(np.float64) for t in NODE_TYPES], axis=1)
+
+    any_w = win["any"]
+    feats = [
+        np.log1p(win["out"]),
+        np.log1p(win["in"]),
+        np.log1p(win["pout"]),
+        np.log1p(win["pin"]),
+        np.divide(win["fail"], any_w, out=np.zeros_like(any_w), where=any_w > 0),
+        np.log1p(win["bout"]),
+        np.log1p(win["bin"]),
+        np.divide(win["first"], any_w, out=np.zeros_like(any_w), where=any_w > 0),
+        np.log1p(win["auth"]),
+        np.log1p(win["proc"]),
+        np.log1p(win["flow"]),
+        (any_w > 0).astype(np.float64),
+    ]
+    node_x = np.concatenate(
+        [
+            np.stack(feats, axis=2),
+            hour_profile,
+            np.log1p(history),
+            np.broadcast_to(type_onehot[None], (K, N, len(NODE_TYPES))),
+            np.broadcast_to(np.sin(2 * np.pi * window_hour / 24)[:, None, None], (K, N, 1)),
+            np.broadcast_to(np.cos(2 * np.pi * window_hour / 24)[:, None, None], (K, N, 1)),
+            np.broadcast_to(
+                (np.asarray(bucket_end.dayofweek) >= 5).astype(float)[:, None, None], (K, N, 1)
+            ),
+        ],
+        axis=2,
+    ).astype(np.float32)
+    assert node_x.shape[2] == len(NODE_FEATURES)
+
+    # Snapshot edges: unique (relation, src, dst) per bucket, then each window is the union of
+    # its buckets' edges (aggregated again), so a window holds every edge seen in its span.
+    frame = pd.DataFrame(
+        {
+            "b": bucket,
+            "r": rel,
+            "s": src,
+            "d": dst,
+            "fail": auth_failed,
+            "bytes": bytes_out + bytes_in,
+        }
+    )
+    per_b = frame.groupby(["b", "r", "s", "d"], sort=False).agg(
+        count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum")
+    ).reset_index()
+    # Context edges (source host -> destination host of a logon) become auth_to edges too.
+    ctx_mask = (ctx >= 0) & (rel == RELATION_INDEX["logs_on"])
+    ctx_frame = pd.DataFrame(
+        {"b": bucket[ctx_mask], "r": RELATION_INDEX["auth_to"], "s": ctx[ctx_mask], "d": dst[ctx_mask],
+         "fail": auth_failed[ctx_mask], "bytes": 0.0}
+    )
+    per_b_ctx = ctx_frame.groupby(["b", "r", "s", "d"], sort=False).agg(
+        count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum")
+    ).reset_index()
+    per_b = pd.concat([per_b, per_b_ctx], ignore_index=True)
+    shifted = [per_b.assign(k=per_b["b"] + j) for j in range(overlap + 1)]
+    win_edges = pd.concat(shifted, ignore_index=True)
+    win_edges = win_edges[win_edges["k"] < K]
+    win_edges = (
+        win_edges.groupby(["k", "r", "s", "d"], sort=True)
+        .agg(count=("count", "sum"), fail=("fail", "sum"), bytes=("bytes", "sum"))
+        .reset_index()
+    )
+    k_arr = win_edges["k"].to_numpy()
+    snap_ptr = np.searchsorted(k_arr, np.arange(K + 1), side="left").astype(np.int64)
+    count = win_edges["count"].to_numpy(dtype=float)
+    snap_attr = np.column_stack(
+        [np.log1p(count), win_edges["fail"].to_numpy() / count, np.log1p(win_edges["bytes"].to_numpy())]
+    ).astype(np.float32)
+    snap = {
+        "snap_ptr": snap_ptr,
+        "snap_rel": win_edges["r"].to_numpy(dtype=np.int64),
+        "snap_src": win_edges["s"].to_numpy(dtype=np.int64),
+        "snap_dst": win_edges["d"].to_numpy(dtype=np.int64),
+        "snap_attr": snap_attr,
+    }
+    return node_x, snap

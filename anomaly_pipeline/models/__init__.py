@@ -1,0 +1,1 @@
+"""Detector networks: the hybrid GNN-LSTM and its parts."""

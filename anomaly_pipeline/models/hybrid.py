@@ -1,0 +1,190 @@
+"""The hybrid GNN-LSTM detector's modules: spatial encoder, temporal encoder, fusion, decoder.
+
+Shapes use S snapshots, N nodes, U (node, bucket) sequences, B scored events, d = ``hidden``.
+The model scores an event (a typed edge at a time) by how likely it finds it given the graph
+snapshots before it: the anomaly score is ``-log p(event)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, HeteroConv, SAGEConv
+
+from anomaly_pipeline.graph import EDGE_FEATURES, EVENT_FEATURES, NODE_FEATURES, NODE_TYPES, RELATIONS
+
+EdgeType = tuple[str, str, str]
+
+
+def message_passing_relations() -> list[EdgeType]:
+    """Each relation plus its reverse, so every node type receives messages."""
+    rels: list[EdgeType] = []
+    for s, r, d in RELATIONS:
+        rels.append((s, r, d))
+        rels.append((d, f"rev_{r}", s))
+    return rels
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Architecture hyper-parameters (saved with the weights; the model is rebuilt from them)."""
+
+    hidden: int = 32
+    gat_heads: int = 2
+    hops: int = 2  # message-passing layers: first GAT (attention), then GCN-style mean aggregation
+    bidirectional: bool = True
+    history: int = 6
+    decoder_hidden: int = 64
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SpatialEncoder(nn.Module):
+    """Heterogeneous message passing over one batch of snapshots (a disjoint union).
+
+    Layer 1 is graph attention (GAT, Velickovic et al. 2018) with edge features, one weight set
+    per relation type; further layers are GCN-style mean aggregation (SAGEConv) for multi-hop
+    context. Residual connections and LayerNorm keep inactive nodes' embeddings stable.
+
+    Shapes:
+        x_dict[t]: [S * n_t, len(NODE_FEATURES)] -> out[t]: [S * n_t, hidden]
+    """
+
+    def __init__(self, config: HybridConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.input_proj = nn.ModuleDict({t: nn.Linear(len(NODE_FEATURES), d) for t in NODE_TYPES})
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for layer in range(config.hops):
+            if layer == 0:
+                convs = {
+                    rel: GATConv(
+                        (d, d),
+                        d,
+                        heads=config.gat_heads,
+                        concat=False,
+                        edge_dim=len(EDGE_FEATURES),
+                        add_self_loops=False,
+                    )
+                    for rel in message_passing_relations()
+                }
+            else:
+                convs = {rel: SAGEConv((d, d), d, aggr="mean") for rel in message_passing_relations()}
+            self.convs.append(HeteroConv(convs, aggr="sum"))
+            self.norms.append(nn.ModuleDict({t: nn.LayerNorm(d) for t in NODE_TYPES}))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x_dict: dict[str, Tensor],
+        edge_index_dict: dict[EdgeType, Tensor],
+        edge_attr_dict: dict[EdgeType, Tensor],
+    ) -> dict[str, Tensor]:
+        h = {t: torch.relu(self.input_proj[t](x)) for t, x in x_dict.items()}
+        for layer, (conv, norms) in enumerate(zip(self.convs, self.norms, strict=True)):
+            kwargs = {"edge_attr_dict": edge_attr_dict} if layer == 0 else {}
+            out = conv(h, edge_index_dict, **kwargs)
+            h = {t: norms[t](h[t] + self.dropout(torch.relu(out[t])) if t in out else h[t]) for t in h}
+        return h
+
+
+class TemporalEncoder(nn.Module):
+    """Bidirectional LSTM over each node's last ``history`` snapshot embeddings, with attention
+    over time steps (Bahdanau-style additive attention).
+
+    Shapes:
+        seq: [U, L, hidden] -> (pooled [U, hidden], outputs [U, L, hidden], weights [U, L])
+    """
+
+    def __init__(self, config: HybridConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        per_dir = d // 2 if config.bidirectional else d
+        self.lstm = nn.LSTM(d, per_dir, batch_first=True, bidirectional=config.bidirectional)
+        self.attn = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+
+    def forward(self, seq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        outputs, _ = self.lstm(seq)
+        weights = torch.softmax(self.attn(outputs).squeeze(-1), dim=1)
+        pooled = torch.einsum("ul,uld->ud", weights, outputs)
+        return pooled, outputs, weights
+
+
+class CrossAttentionFusion(nn.Module):
+    """Late fusion: the spatial embedding attends over the temporal outputs (cross-attention),
+    then a learned gate weighs spatial against temporal per dimension (adaptive weighting).
+
+    Shapes:
+        spatial [U, d], temporal [U, d], outputs [U, L, d] -> fused [U, d], gate [U, d]
+    """
+
+    def __init__(self, config: HybridConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.cross = nn.MultiheadAttention(d, num_heads=2, batch_first=True)
+        self.temporal_proj = nn.Linear(2 * d, d)
+        self.gate = nn.Linear(2 * d, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, spatial: Tensor, temporal: Tensor, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        attended, _ = self.cross(spatial.unsqueeze(1), outputs, outputs, need_weights=False)
+        temporal_repr = self.temporal_proj(torch.cat([temporal, attended.squeeze(1)], dim=-1))
+        gate = torch.sigmoid(self.gate(torch.cat([spatial, temporal_repr], dim=-1)))
+        return self.norm(gate * spatial + (1 - gate) * temporal_repr), gate
+
+
+class EventDecoder(nn.Module):
+    """Scores an event from its source, destination and context representations, its relation
+    and its own (standardised) event features. Output: a logit, high for likely events."""
+
+    def __init__(self, config: HybridConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.rel_emb = nn.Embedding(len(RELATIONS), 8)
+        self.no_context = nn.Parameter(torch.zeros(d))
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * d + 8 + len(EVENT_FEATURES), config.decoder_hidden),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.decoder_hidden, config.decoder_hidden),
+            nn.ReLU(),
+            nn.Linear(config.decoder_hidden, 1),
+        )
+
+    def forward(self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, x: Tensor) -> Tensor:
+        h_ctx = torch.where(has_ctx.unsqueeze(-1), h_ctx, self.no_context.expand_as(h_ctx))
+        z = torch.cat([h_src, h_dst, h_ctx, self.rel_emb(rel), x], dim=-1)
+        return self.mlp(z).squeeze(-1)
+
+
+class HybridGNNLSTM(nn.Module):
+    """Spatial encoder + temporal encoder + fusion + decoder, trained jointly end to end."""
+
+    def __init__(self, config: HybridConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.spatial = SpatialEncoder(config)
+        self.temporal = TemporalEncoder(config)
+        self.fusion = CrossAttentionFusion(config)
+        self.decoder = EventDecoder(config)
+        self.register_buffer("event_mean", torch.zeros(len(EVENT_FEATURES)))
+        self.register_buffer("event_std", torch.ones(len(EVENT_FEATURES)))
+
+    def node_states(self, snapshot_emb: Tensor, bucket_offset: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+        """Fused representation of ``node`` for events whose bucket sits at ``bucket_offset``.
+
+        snapshot_emb: [S, N, d], the snapshots ``k_lo .. k_lo + S - 1``; for a bucket ``b`` the
+        history is snapshots ``b - L .. b - 1``, i.e. offsets ``b - k_lo - L .. b - k_lo - 1``.
+        Returns fused [U, d] and the time attention weights [U, L].
+        """
+        L = self.config.history
+        steps = bucket_offset.unsqueeze(1) - L + torch.arange(L, device=node.device).unsqueeze(0)
+        seq = snapshot_emb[steps, node.unsqueeze(1)]  # [U, L, d]
+        pooled, outputs, weights = self.temporal(seq)
+        fused, _ = self.fusion(seq[:, -1], pooled, outputs)
+        return fused, weights

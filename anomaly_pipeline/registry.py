@@ -1,0 +1,503 @@
+"""MLflow 3 tracking and model registry: runs, versions, and the ``challenger`` / ``champion`` aliases.
+
+The lifecycle (ARCHITECTURE.md, "Registry, drift, continuous learning"):
+
+1. ``training_run`` opens an MLflow run in the project's experiment, tagged with the git commit;
+   the trainer logs parameters, metrics, plots and the model (``mlflow.<flavor>.log_model(...,
+   name="model")``, which in MLflow 3 creates a LoggedModel).
+2. ``register_version`` registers that model as a new version of the registered model and points
+   the alias ``challenger`` at it.
+3. ``promote`` moves the alias ``champion`` to the challenger only when the blocking quality gate
+   passed and the challenger's score is at least the champion's on the same metric (the champion's
+   score is read from its version tag ``eval_<metric>``); the decision, both scores and the reason
+   are recorded as tags on the challenger version.
+
+Scoring loads ``models:/<name>@champion``. Only aliases are used, never the deprecated stages.
+Everything works against a local ``sqlite:///`` store and artifact folder with no server; a remote
+tracking server only changes ``RegistryConfig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from anomaly_pipeline import settings
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_METRIC = "average_precision"
+GIT_COMMIT_TAG = "git_commit"
+DECISION_TAG = "promotion_decision"
+Decision = Literal["promoted", "kept_champion", "gate_failed"]
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Where MLflow keeps runs, artifacts and registered models, and which names this project uses.
+
+    ``registry_uri`` defaults to ``tracking_uri``. ``artifact_location`` is used only when the
+    experiment is created (a local folder or any URI MLflow understands, e.g. ``s3://...``).
+    """
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    experiment: str = "anomaly-pipeline"
+    artifact_location: str | None = None
+    model_name: str = settings.MODEL_NAME
+
+    @classmethod
+    def from_state(cls, paths: settings.StatePaths | None = None, **overrides: str) -> RegistryConfig:
+        """The embedded default: sqlite store and artifact folder under the project's state folder."""
+        paths = paths or settings.state_paths()
+        values: dict[str, str] = {
+            "tracking_uri": paths.mlflow_tracking_uri,
+            "artifact_location": str(paths.mlflow_artifacts),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def effective_registry_uri(self) -> str:
+        return self.registry_uri or self.tracking_uri
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered model version, as ``register_version`` left it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    model_id: str | None
+    status: str
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def uri(self) -> str:
+        """``models:/<name>/<version>``, loadable with ``mlflow.pyfunc.load_model``."""
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What ``promote`` decided for one challenger version, and why."""
+
+    model_name: str
+    version: str
+    metric: str
+    decision: Decision
+    challenger_score: float
+    champion_version: str | None  # the champion it was compared with (None: there was none)
+    champion_score: float | None
+    reason: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promoted"
+
+    @property
+    def champion_after(self) -> str | None:
+        """The version holding ``champion`` after the decision."""
+        return self.version if self.promoted else self.champion_version
+
+
+def configure(config: RegistryConfig) -> MlflowClient:
+    """Point MLflow at ``config``'s stores, make sure the experiment exists, return a client.
+
+    Sets the process-wide tracking and registry URIs (``mlflow.start_run`` and ``log_model`` use
+    them), creates the parent folder of a ``sqlite:///`` database and a local artifact folder,
+    creates the experiment with ``artifact_location`` if it is missing and restores it if it was
+    deleted. An existing experiment keeps its artifact location (MLflow cannot move it); a
+    different requested location is logged as a warning.
+    """
+    registry_uri = config.effective_registry_uri
+    for uri in {config.tracking_uri, registry_uri}:
+        _ensure_sqlite_parent(uri)
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=registry_uri)
+    _ensure_experiment(client, config)
+    return client
+
+
+def experiment_id(client: MlflowClient, config: RegistryConfig) -> str:
+    """The id of ``config.experiment``, created if missing."""
+    return _ensure_experiment(client, config)
+
+
+@contextmanager
+def training_run(
+    config: RegistryConfig, run_name: str, tags: dict[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """Open an MLflow run in the project's experiment; the run ends (FAILED on error) on exit.
+
+    Tags: ``git_commit`` (``git rev-parse HEAD`` of this checkout, ``unknown`` outside git),
+    MLflow's own ``mlflow.source.git.commit`` when known, ``model_name``, then ``tags`` (which win).
+    """
+    client = configure(config)
+    exp_id = _ensure_experiment(client, config)
+    commit = git_commit()
+    run_tags: dict[str, str] = {GIT_COMMIT_TAG: commit, "model_name": config.model_name}
+    if commit != "unknown":
+        run_tags["mlflow.source.git.commit"] = commit
+    run_tags.update(tags or {})
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags) as run:
+        yield run
+
+
+def register_version(
+    client: MlflowClient,
+    config: RegistryConfig,
+    run_id: str,
+    artifact_path: str = "model",
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+    *,
+    await_seconds: int = 300,
+) -> ModelVersionInfo:
+    """Register the model logged by run ``run_id`` as a new version and alias it ``challenger``.
+
+    ``artifact_path`` is the ``name=`` the model was logged under. MLflow 3 stores a logged model
+    as a LoggedModel (``models:/<model_id>``) linked to its run; that is registered, with the run
+    id and model id recorded on the version. A model saved the MLflow 2 way as run artifacts
+    (``<artifact_path>/MLmodel`` under the run) is registered from the run's artifact folder.
+
+    Raises:
+        ValueError: the run logged no model under ``artifact_path``.
+        RuntimeError: the version did not become READY within ``await_seconds``.
+    """
+    name = config.model_name
+    run = client.get_run(run_id)
+    model_id, source = _model_source(client, run, artifact_path)
+    try:
+        client.create_registered_model(
+            name, description="Graph-temporal anomaly detector for security telemetry (GNN + LSTM)."
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    created = client.create_model_version(
+        name=name,
+        source=source,
+        run_id=run_id,
+        tags={str(k): str(v) for k, v in (tags or {}).items()},
+        description=description,
+        await_creation_for=await_seconds,
+        model_id=model_id,
+    )
+    version = _wait_until_ready(client, name, created.version, await_seconds)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return ModelVersionInfo(
+        name=name,
+        version=str(version.version),
+        run_id=version.run_id,
+        source=version.source,
+        model_id=model_id,
+        status=version.status,
+        aliases=aliases_of(client, name, version.version),
+    )
+
+
+def promote(
+    client: MlflowClient,
+    config: RegistryConfig,
+    version: str | int,
+    *,
+    gate_passed: bool,
+    challenger_score: float,
+    metric: str = DEFAULT_METRIC,
+    higher_is_better: bool = True,
+) -> PromotionDecision:
+    """Move ``champion`` to ``version`` iff the gate passed and it scores at least the champion.
+
+    The champion's score is its version tag ``eval_<metric>`` (written by an earlier ``promote``).
+    Rules, in order: gate failed -> ``gate_failed`` (the champion, if any, stays); no champion yet
+    -> ``promoted``; ``version`` already champion -> ``promoted``; champion without a readable
+    score -> ``promoted`` (there is nothing to beat, said in the reason); challenger score >=
+    champion score (<= when ``higher_is_better`` is False) -> ``promoted``; else ``kept_champion``.
+
+    Tags written on ``version``: ``eval_<metric>``, ``promotion_decision``, ``compared_to``
+    (champion version or ``none``), ``champion_score`` (or ``none``), ``promotion_reason``.
+
+    Raises:
+        ValueError: ``challenger_score`` is not a finite number, or ``version`` does not exist.
+    """
+    name = config.model_name
+    version = str(version)
+    score = float(challenger_score)
+    if not math.isfinite(score):
+        raise ValueError(
+            f"challenger_score for {metric} must be a finite number, got {challenger_score!r}; "
+            "evaluate the model on labelled data before promoting it"
+        )
+    _get_version(client, name, version)
+    score_tag = f"eval_{metric}"
+
+    champion_version = _registered_aliases(client, name).get(CHAMPION)
+    champion_score: float | None = None
+    if champion_version is not None:
+        champion = client.get_model_version(name, champion_version)
+        champion_score = _parse_score(champion.tags.get(score_tag))
+
+    decision: Decision
+    if not gate_passed:
+        decision = "gate_failed"
+        reason = "the blocking quality gate failed, so this version cannot become champion; " + (
+            f"champion stays version {champion_version}" if champion_version else "there is no champion yet"
+        )
+    elif champion_version is None:
+        decision = "promoted"
+        reason = f"quality gate passed and there was no champion yet ({metric}={score:.4f})"
+    elif champion_version == version:
+        decision = "promoted"
+        reason = f"version {version} already is the champion ({metric}={score:.4f})"
+    elif champion_score is None:
+        decision = "promoted"
+        reason = (
+            f"quality gate passed; champion version {champion_version} has no readable tag "
+            f"'{score_tag}', so there is no score to beat"
+        )
+    else:
+        better = score >= champion_score if higher_is_better else score <= champion_score
+        relation = ">=" if higher_is_better else "<="
+        if better:
+            decision = "promoted"
+            reason = (
+                f"quality gate passed and {metric} {score:.4f} {relation} champion version "
+                f"{champion_version}'s {champion_score:.4f}"
+            )
+        else:
+            decision = "kept_champion"
+            reason = (
+                f"quality gate passed but {metric} {score:.4f} is not {relation} champion version "
+                f"{champion_version}'s {champion_score:.4f}; champion stays"
+            )
+
+    record = {
+        score_tag: repr(score),
+        DECISION_TAG: decision,
+        "compared_to": champion_version or "none",
+        "champion_score": repr(champion_score) if champion_score is not None else "none",
+        "promotion_reason": reason,
+    }
+    for key, value in record.items():
+        client.set_model_version_tag(name, version, key, value)
+    if decision == "promoted" and champion_version != version:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    logger.info("model %s version %s: %s (%s)", name, version, decision, reason)
+    return PromotionDecision(
+        model_name=name,
+        version=version,
+        metric=metric,
+        decision=decision,
+        challenger_score=score,
+        champion_version=champion_version,
+        champion_score=champion_score,
+        reason=reason,
+    )
+
+
+def aliases_of(client: MlflowClient, model_name: str, version: str | int) -> list[str]:
+    """The aliases (e.g. ``champion``, ``challenger``) pointing at ``version``, sorted."""
+    _get_version(client, model_name, str(version))
+    return sorted(alias for alias, v in _registered_aliases(client, model_name).items() if v == str(version))
+
+
+def list_versions(client: MlflowClient, model_name: str, *, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """All versions of ``model_name``, newest first.
+
+    Columns: ``version`` (int), ``aliases`` (list of str), ``created`` (UTC timestamp),
+    ``run_id``, ``eval_<metric>`` (float, NaN when not evaluated), ``decision`` (the
+    ``promotion_decision`` tag, None before ``promote``), ``status``. Empty (with these columns)
+    when the model is not registered yet.
+    """
+    score_tag = f"eval_{metric}"
+    columns = ["version", "aliases", "created", "run_id", score_tag, "decision", "status"]
+    versions = _search_versions(client, model_name)
+    if not versions:
+        return pd.DataFrame(columns=columns)
+    by_version: dict[str, list[str]] = {}
+    for alias, v in _registered_aliases(client, model_name).items():
+        by_version.setdefault(v, []).append(alias)
+    rows = [
+        {
+            "version": int(mv.version),
+            "aliases": sorted(by_version.get(str(mv.version), [])),
+            "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
+            "run_id": mv.run_id,
+            score_tag: _parse_score(mv.tags.get(score_tag)),
+            "decision": mv.tags.get(DECISION_TAG),
+            "status": mv.status,
+        }
+        for mv in versions
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame[score_tag] = frame[score_tag].astype(float)
+    return frame.sort_values("version", ascending=False, ignore_index=True)
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the checkout holding this package, or ``unknown``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit or "unknown"
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+
+def _ensure_sqlite_parent(uri: str) -> None:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        db_path = uri[len(prefix) :].split("?", 1)[0]
+        if db_path and db_path != ":memory:":
+            Path(db_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _artifact_uri(location: str) -> str:
+    """A local folder as an absolute ``file://`` URI (created); any other URI unchanged."""
+    if "://" in location:
+        return location
+    folder = Path(location).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.as_uri()
+
+
+def _ensure_experiment(client: MlflowClient, config: RegistryConfig) -> str:
+    wanted = _artifact_uri(config.artifact_location) if config.artifact_location else None
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        try:
+            return client.create_experiment(config.experiment, artifact_location=wanted)
+        except MlflowException as exc:
+            # Another process created it between the lookup and the create.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(config.experiment)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        logger.warning("experiment %r was deleted; restoring it", config.experiment)
+        client.restore_experiment(experiment.experiment_id)
+    if wanted and experiment.artifact_location.rstrip("/") != wanted.rstrip("/"):
+        logger.warning(
+            "experiment %r keeps its artifact location %s; the configured %s applies only to a new "
+            "experiment (use another experiment name to change it)",
+            config.experiment,
+            experiment.artifact_location,
+            wanted,
+        )
+    return experiment.experiment_id
+
+
+def _model_source(client: MlflowClient, run: Run, artifact_path: str) -> tuple[str | None, str]:
+    """(model_id, source URI) of the model that ``run`` logged under ``artifact_path``."""
+    run_id = run.info.run_id
+    logged = []
+    page_token = None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"name = '{artifact_path}'",
+            page_token=page_token,
+        )
+        logged.extend(m for m in page if m.source_run_id == run_id)
+        page_token = page.token
+        if not page_token:
+            break
+    if logged:
+        newest = max(logged, key=lambda m: m.creation_timestamp)
+        return newest.model_id, newest.model_uri
+    # A model saved as plain run artifacts (MLflow 2 layout, or mlflow.log_artifacts of a saved model).
+    names = {info.path for info in client.list_artifacts(run_id, artifact_path)}
+    if f"{artifact_path}/MLmodel" in names:
+        return None, f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
+    raise ValueError(
+        f"run {run_id} logged no model named '{artifact_path}'; log it inside training_run with "
+        f"mlflow.<flavor>.log_model(..., name='{artifact_path}') or pass the name it was logged under"
+    )
+
+
+def _wait_until_ready(client: MlflowClient, name: str, version: str, await_seconds: int) -> ModelVersion:
+    deadline = time.monotonic() + max(await_seconds, 0)
+    while True:
+        current = client.get_model_version(name, version)
+        if current.status == "READY":
+            return current
+        if current.status == "FAILED_REGISTRATION" or time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"model {name} version {version} is {current.status} "
+                f"({current.status_message or 'no message'}) after {await_seconds} s; check the "
+                "registry server's logs and the artifact store, then register again"
+            )
+        time.sleep(1.0)
+
+
+def _get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ValueError(
+            f"model {name!r} has no version {version!r}; list the versions with list_versions()"
+        ) from exc
+
+
+def _registered_aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """alias -> version (as str) for registered model ``name``; empty if it is not registered."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(v) for alias, v in (model.aliases or {}).items()}
+
+
+def _search_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    found: list[ModelVersion] = []
+    page_token = None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", page_token=page_token)
+        found.extend(page)
+        page_token = page.token
+        if not page_token:
+            break
+    return found
+
+
+def _parse_score(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,372 @@
+"""Training and scoring of the hybrid GNN-LSTM detector over ``GraphWindows``.
+
+Self-supervised temporal link prediction: every observed event is a positive; negatives are the
+same event with its destination replaced by another node of the same type (pair history
+recomputed, so the model cannot cheat on stale features) and the same event with its volume and
+authentication attributes swapped in from another event of the same relation. No labels needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from anomaly_pipeline.graph import EVENT_FEATURES, NODE_TYPES, RELATIONS, GraphWindows
+from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_passing_relations
+
+# Event features that depend on the destination (recomputed for corrupted negatives).
+_F = {name: i for i, name in enumerate(EVENT_FEATURES)}
+# Attributes swapped between events for attribute negatives (not time: it must match the window).
+_SWAP = [_F[n] for n in ("auth_failed", "auth_ntlm", "auth_kerberos", "log_bytes_out", "log_bytes_in", "log_duration_s")]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings, in epochs over the training buckets."""
+
+    epochs: int = 6
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    chunk_buckets: int = 12
+    max_events_per_chunk: int = 4096
+    patience: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    validation_loss: float
+    validation_link_auc: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GraphTensors:
+    """``GraphWindows`` as tensors on one device, with helpers to batch snapshots."""
+
+    def __init__(self, windows: GraphWindows, device: torch.device) -> None:
+        self.windows = windows
+        self.device = device
+        self.node_x = torch.from_numpy(windows.node_x).to(device)
+        self.n_buckets = windows.n_buckets
+        types = windows.nodes["node_type"].to_numpy()
+        self.type_of = types
+        self.type_index = torch.from_numpy(windows.nodes["type_index"].to_numpy()).to(device)
+        self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
+        self.snap_ptr = windows.snap_ptr
+        self.snap_rel = torch.from_numpy(windows.snap_rel).to(device)
+        self.snap_src = torch.from_numpy(windows.snap_src).to(device)
+        self.snap_dst = torch.from_numpy(windows.snap_dst).to(device)
+        self.snap_attr = torch.from_numpy(windows.snap_attr).to(device)
+        self.snap_k = torch.from_numpy(
+            np.repeat(np.arange(windows.n_buckets), np.diff(windows.snap_ptr))
+        ).to(device)
+
+    def snapshot_embeddings(self, model: HybridGNNLSTM, k_lo: int, k_hi: int) -> Tensor:
+        """Spatial embeddings of snapshots ``k_lo .. k_hi - 1`` as [S, N, d]; zeros before 0."""
+        d = model.config.hidden
+        n = self.windows.n_nodes
+        lo, hi = max(k_lo, 0), min(k_hi, self.n_buckets)
+        parts = []
+        if lo > k_lo:
+            parts.append(torch.zeros(lo - k_lo, n, d, device=self.device))
+        if hi > lo:
+            S = hi - lo
+            x_dict = {}
+            for t in NODE_TYPES:
+                ids = self.type_ids[t]
+                if len(ids):
+                    x_dict[t] = self.node_x[lo:hi, ids[0] : ids[-1] + 1].reshape(S * len(ids), -1)
+            e0, e1 = int(self.snap_ptr[lo]), int(self.snap_ptr[hi])
+            rel = self.snap_rel[e0:e1]
+            src = self.snap_src[e0:e1]
+            dst = self.snap_dst[e0:e1]
+            j = self.snap_k[e0:e1] - lo
+            attr = self.snap_attr[e0:e1]
+            edge_index, edge_attr = {}, {}
+            for r, (s_t, name, d_t) in enumerate(RELATIONS):
+                m = rel == r
+                if not bool(m.any()) or s_t not in x_dict or d_t not in x_dict:
+                    continue
+                s_local = j[m] * len(self.type_ids[s_t]) + self.type_index[src[m]]
+                d_local = j[m] * len(self.type_ids[d_t]) + self.type_index[dst[m]]
+                edge_index[(s_t, name, d_t)] = torch.stack([s_local, d_local])
+                edge_index[(d_t, f"rev_{name}", s_t)] = torch.stack([d_local, s_local])
+                edge_attr[(s_t, name, d_t)] = attr[m]
+                edge_attr[(d_t, f"rev_{name}", s_t)] = attr[m]
+            h = model.spatial(x_dict, edge_index, edge_attr)
+            blocks = [
+                h[t].view(S, len(self.type_ids[t]), d) if t in h else torch.zeros(S, 0, d, device=self.device)
+                for t in NODE_TYPES
+            ]
+            parts.append(torch.cat(blocks, dim=1))
+        if k_hi > hi:
+            parts.append(torch.zeros(k_hi - hi, n, d, device=self.device))
+        return torch.cat(parts, dim=0)
+
+
+class PairHistory:
+    """Counts of earlier events per key (a pair or a node), for any event position."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.n = len(keys)
+        self.sorted = np.sort(keys.astype(np.int64) * self.n + np.arange(self.n))
+
+    def prior_count(self, keys: np.ndarray, position: np.ndarray) -> np.ndarray:
+        base = keys.astype(np.int64) * self.n
+        return np.searchsorted(self.sorted, base + position) - np.searchsorted(self.sorted, base)
+
+
+class NegativeSampler:
+    """Builds corrupted copies of observed events (see module docstring)."""
+
+    def __init__(self, windows: GraphWindows, rng: np.random.Generator) -> None:
+        self.w = windows
+        self.rng = rng
+        n = windows.n_nodes
+        self.pairs = PairHistory(windows.event_src * n + windows.event_dst)
+        ctx_keys = np.where(windows.event_ctx >= 0, windows.event_ctx * n + windows.event_dst, -1)
+        self.ctx_pairs = PairHistory(ctx_keys)
+        self.dsts = PairHistory(windows.event_dst)
+        types = windows.nodes["node_type"].to_numpy()
+        self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
+        self.dst_type = types[windows.event_dst]
+        train = windows.split_index("train")
+        self.by_relation = {r: train[windows.event_rel[train] == r] for r in range(len(RELATIONS))}
+
+    def corrupt_destination(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w, n = self.w, self.w.n_nodes
+        new_dst = w.event_dst[idx].copy()
+        for t in NODE_TYPES:
+            m = self.dst_type[idx] == t
+            if m.any() and len(self.type_ids[t]):
+                new_dst[m] = self.rng.choice(self.type_ids[t], size=int(m.sum()))
+        x = w.event_x[idx].copy()
+        pair_prior = self.pairs.prior_count(w.event_src[idx] * n + new_dst, idx)
+        ctx = w.event_ctx[idx]
+        ctx_prior = self.ctx_pairs.prior_count(np.where(ctx >= 0, ctx * n + new_dst, -1), idx)
+        x[:, _F["pair_first_seen"]] = pair_prior == 0
+        x[:, _F["log_pair_prior_count"]] = np.log1p(pair_prior)
+        x[:, _F["context_pair_first_seen"]] = (ctx >= 0) & (ctx_prior == 0)
+        x[:, _F["dst_first_seen"]] = self.dsts.prior_count(new_dst, idx) == 0
+        return new_dst, x
+
+    def swap_attributes(self, idx: np.ndarray) -> np.ndarray:
+        w = self.w
+        x = w.event_x[idx].copy()
+        for r, pool in self.by_relation.items():
+            m = w.event_rel[idx] == r
+            if m.any() and len(pool):
+                donors = self.rng.choice(pool, size=int(m.sum()))
+                x[np.ix_(np.flatnonzero(m), _SWAP)] = w.event_x[np.ix_(donors, _SWAP)]
+        return x
+
+
+def _score_rows(
+    model: HybridGNNLSTM,
+    gt: GraphTensors,
+    emb: Tensor,
+    k_lo: int,
+    bucket: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    ctx: np.ndarray,
+    rel: np.ndarray,
+    x: np.ndarray,
+) -> Tensor:
+    """Logits for rows (events or negatives) whose snapshots live in ``emb`` from ``k_lo``."""
+    dev = gt.device
+    n = gt.windows.n_nodes
+    offset = torch.from_numpy(bucket - k_lo).to(dev)
+    nodes = torch.from_numpy(np.concatenate([src, dst, np.maximum(ctx, 0)])).to(dev)
+    offsets = offset.repeat(3)
+    key = offsets * n + nodes
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    fused, _ = model.node_states(emb, uniq // n, uniq % n)
+    h = fused[inverse].view(3, len(src), -1)
+    xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
+    has_ctx = torch.from_numpy(ctx >= 0).to(dev)
+    return model.decoder(h[0], h[1], h[2], has_ctx, torch.from_numpy(rel).to(dev), xs)
+
+
+def _chunks(windows: GraphWindows, lo_bucket: int, hi_bucket: int, size: int) -> list[tuple[int, int]]:
+    return [(c, min(c + size, hi_bucket)) for c in range(lo_bucket, hi_bucket, size)]
+
+
+def _chunk_loss(
+    model: HybridGNNLSTM,
+    gt: GraphTensors,
+    sampler: NegativeSampler,
+    idx: np.ndarray,
+    c0: int,
+    c1: int,
+) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    w = gt.windows
+    L = model.config.history
+    emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
+    k_lo = c0 - L
+    neg_dst, neg_dst_x = sampler.corrupt_destination(idx)
+    neg_attr_x = sampler.swap_attributes(idx)
+    b, s, d, c, r = (w.event_bucket[idx], w.event_src[idx], w.event_dst[idx], w.event_ctx[idx], w.event_rel[idx])
+    rows = dict(
+        bucket=np.concatenate([b, b, b]),
+        src=np.concatenate([s, s, s]),
+        dst=np.concatenate([d, neg_dst, d]),
+        ctx=np.concatenate([c, c, c]),
+        rel=np.concatenate([r, r, r]),
+        x=np.concatenate([w.event_x[idx], neg_dst_x, neg_attr_x]).astype(np.float32),
+    )
+    logits = _score_rows(model, gt, emb, k_lo, **rows)
+    target = torch.cat([torch.ones(len(idx)), torch.zeros(2 * len(idx))]).to(gt.device)
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    return loss, logits.detach().cpu().numpy(), target.cpu().numpy()
+
+
+def _auc(scores: np.ndarray, target: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(target, scores)) if 0 < target.sum() < len(target) else float("nan")
+
+
+def train_hybrid(
+    windows: GraphWindows,
+    model_config: HybridConfig = HybridConfig(),
+    train_config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[HybridGNNLSTM, list[EpochStats]]:
+    """Train on the training split, early-stop on the validation split's link-prediction loss.
+
+    Returns the best model (by validation loss) and the per-epoch history.
+    """
+    torch.manual_seed(train_config.seed)
+    rng = np.random.default_rng(train_config.seed)
+    device = train_config.resolved_device()
+    if model_config.history != windows.config.history:
+        model_config = HybridConfig(**{**model_config.to_dict(), "history": windows.config.history})
+    model = HybridGNNLSTM(model_config).to(device)
+    train_idx = windows.split_index("train")
+    if len(train_idx) == 0:
+        raise ValueError("the training split is empty: provide more days of events or raise train_fraction")
+    x_train = windows.event_x[train_idx]
+    model.event_mean.copy_(torch.from_numpy(x_train.mean(axis=0)))
+    model.event_std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-3))
+    gt = GraphTensors(windows, device)
+    sampler = NegativeSampler(windows, rng)
+    optimiser = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
+
+    train_end = windows.meta["train_end_bucket"]
+    val_end = windows.meta["validation_end_bucket"]
+    train_chunks = _chunks(windows, 0, train_end, train_config.chunk_buckets)
+    val_chunks = _chunks(windows, train_end, val_end, train_config.chunk_buckets)
+
+    def events_in(c0: int, c1: int, cap: int) -> np.ndarray:
+        lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
+        idx = np.arange(lo, hi)
+        if len(idx) > cap:
+            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        return idx
+
+    history: list[EpochStats] = []
+    best_state, best_loss, stale = None, math.inf, 0
+    for epoch in range(1, train_config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        losses = []
+        for ci in rng.permutation(len(train_chunks)):
+            c0, c1 = train_chunks[ci]
+            idx = events_in(c0, c1, train_config.max_events_per_chunk)
+            if len(idx) == 0:
+                continue
+            loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimiser.step()
+            losses.append(loss.item())
+        model.eval()
+        val_losses, val_scores, val_targets = [], [], []
+        with torch.no_grad():
+            # Fixed negatives for validation so epochs compare like with like.
+            sampler.rng = np.random.default_rng(train_config.seed + 1)
+            for c0, c1 in val_chunks:
+                idx = events_in(c0, c1, train_config.max_events_per_chunk)
+                if len(idx) == 0:
+                    continue
+                loss, logits, target = _chunk_loss(model, gt, sampler, idx, c0, c1)
+                val_losses.append(float(loss))
+                val_scores.append(logits)
+                val_targets.append(target)
+            sampler.rng = rng
+        val_loss = float(np.mean(val_losses)) if val_losses else float(np.mean(losses))
+        val_auc = _auc(np.concatenate(val_scores), np.concatenate(val_targets)) if val_scores else float("nan")
+        stats = EpochStats(epoch, float(np.mean(losses)) if losses else float("nan"), val_loss, val_auc,
+                           time.perf_counter() - started)
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+        if val_loss < best_loss - 1e-4:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= train_config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, history
+
+
+@torch.no_grad()
+def score_events(
+    model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24
+) -> np.ndarray:
+    """Anomaly score ``-log p(event)`` for events ``idx`` (default: all), higher is stranger."""
+    model.eval()
+    device = next(model.parameters()).device
+    gt = GraphTensors(windows, device)
+    idx = np.arange(len(windows.event_src)) if idx is None else np.asarray(idx)
+    scores = np.full(len(windows.event_src), np.nan)
+    wanted = np.zeros(len(windows.event_src), dtype=bool)
+    wanted[idx] = True
+    L = model.config.history
+    for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
+        lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
+        sel = np.arange(lo, hi)[wanted[lo:hi]]
+        if len(sel) == 0:
+            continue
+        emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
+        w = windows
+        logits = _score_rows(
+            model, gt, emb, c0 - L, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
+            w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
+        )
+        scores[sel] = F.softplus(-logits).cpu().numpy()
+    return scores[idx]
+
+
+__all__ = [
+    "EpochStats",
+    "GraphTensors",
+    "TrainConfig",
+    "message_passing_relations",
+    "score_events",
+    "train_hybrid",
+]

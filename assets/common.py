@@ -1,0 +1,22 @@
+"""Conventions shared by every asset: owners, tags, and metadata helpers."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+OWNERS = ["team:ml-platform"]
+
+
+def md_table(frame: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
+    """A DataFrame as a Markdown table in the Dagster UI."""
+    return dg.MetadataValue.md(frame.head(max_rows).to_markdown(index=False))
+
+
+def md_image(path: Path, title: str) -> dg.MetadataValue:
+    """A PNG embedded in Markdown, so the Dagster UI shows the picture itself."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"### {title}\n\n![{title}](data:image/png;base64,{data})")

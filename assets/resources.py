@@ -1,0 +1,147 @@
+"""Resources of the asset layer: where events come from, where state lives, the MLflow client.
+
+Each is a small ``ConfigurableResource`` over the domain library; ``definitions.py`` picks the
+instances per environment, so no asset contains an ``if local`` branch.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import pandas as pd
+
+from anomaly_pipeline import settings
+
+
+class StateResource(dg.ConfigurableResource):
+    """The project's state folder (``ANOMALY_PIPELINE_HOME``): reports, checkpoints, models."""
+
+    home: str
+
+    @property
+    def paths(self) -> settings.StatePaths:
+        return settings.state_paths(self.home).ensure()
+
+    def run_dir(self, kind: str, run_id: str) -> Path:
+        """A folder for one run's files of one kind, e.g. ``reports/<run_id>``."""
+        path = self.paths.home / kind / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class EventSourceResource(dg.ConfigurableResource):
+    """Which events ``raw_events`` reads: the synthetic generator (default) or a file.
+
+    ``kind='file'`` reads canonical CSV or JSON lines (gzip allowed) from ``path``; unparseable
+    lines are kept as rows with their reason and go to quarantine downstream.
+    """
+
+    kind: Literal["synthetic", "file"] = "synthetic"
+    path: str | None = None
+    file_format: str = "auto"
+    seed: int = 7
+    n_users: int = 120
+    n_servers: int = 30
+    days: int = 10
+    events_per_user_day: float = 60.0
+    attacks: bool = True
+    drift_start_day: int | None = None
+
+    def describe(self) -> str:
+        if self.kind == "file":
+            return f"file {self.path} ({self.file_format})"
+        drift = f", drift from day {self.drift_start_day}" if self.drift_start_day is not None else ""
+        return f"synthetic seed={self.seed} users={self.n_users} servers={self.n_servers} days={self.days}{drift}"
+
+    def load(self) -> pd.DataFrame:
+        if self.kind == "file":
+            from anomaly_pipeline.sources.files import read_event_file
+
+            if not self.path:
+                raise dg.Failure("event_source kind='file' needs a path: set resources.event_source.config.path")
+            return read_event_file(self.path, fmt=self.file_format)
+        from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
+
+        return generate_events(
+            SyntheticConfig(
+                seed=self.seed,
+                n_users=self.n_users,
+                n_servers=self.n_servers,
+                days=self.days,
+                events_per_user_day=self.events_per_user_day,
+                attacks=self.attacks,
+                drift_start_day=self.drift_start_day,
+            )
+        )
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry (a project-owned resource over the MLflow client)."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    artifact_location: str | None = None
+    experiment: str = "anomaly-pipeline"
+    model_name: str = settings.MODEL_NAME
+
+    def registry_config(self) -> Any:
+        from anomaly_pipeline.registry import RegistryConfig
+
+        return RegistryConfig(
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.registry_uri,
+            experiment=self.experiment,
+            artifact_location=self.artifact_location,
+            model_name=self.model_name,
+        )
+
+    def client(self) -> Any:
+        from anomaly_pipeline.registry import configure
+
+        return configure(self.registry_config())
+
+
+class LocalStateIOManager(dg.ConfigurableIOManager):
+    """Stores asset values under the state folder: DataFrames as Parquet, anything else pickled.
+
+    Pickles here are the pipeline's own intermediate values on the local disk; models leave the
+    pipeline only through MLflow as state dicts plus JSON (no pickled code).
+    """
+
+    base_dir: str
+
+    def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
+        key = context.asset_key.path if context.has_asset_key else [context.name]
+        path = Path(self.base_dir).joinpath(*key).with_suffix(suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, pd.DataFrame):
+            path = self._path(context, ".parquet")
+            obj.to_parquet(path, index=False)
+            self._path(context, ".pickle").unlink(missing_ok=True)
+        else:
+            path = self._path(context, ".pickle")
+            with path.open("wb") as fh:
+                pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            self._path(context, ".parquet").unlink(missing_ok=True)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        parquet = self._path(context, ".parquet")
+        if parquet.exists():
+            return pd.read_parquet(parquet)
+        path = self._path(context, ".pickle")
+        if not path.exists():
+            raise dg.Failure(
+                f"no stored value for {context.asset_key.to_user_string()} at {path}; "
+                "materialize that upstream asset first"
+            )
+        with path.open("rb") as fh:
+            return pickle.load(fh)

@@ -1,0 +1,1 @@
+"""Jobs, schedules and sensors: full pipeline, drift-triggered and periodic retraining."""
