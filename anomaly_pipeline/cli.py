@@ -46,7 +46,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    from assets.runner import dagster_instance
+
     paths = settings.state_paths(args.home).ensure()
+    dagster_instance(paths)  # writes the instance's dagster.yaml on first use
     env = {**os.environ, settings.HOME_ENV: str(paths.home), "DAGSTER_HOME": str(paths.dagster_home)}
     root = Path(__file__).resolve().parent.parent
     mlflow_cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.mlflow_tracking_uri,

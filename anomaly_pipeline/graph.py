@@ -74,7 +74,43 @@ EVENT_FEATURES: tuple[str, ...] = (
     "src_hour_profile_share",
     "log_actor_events_last_hour",
     "log_actor_failures_last_hour",
+    "log_pair_gap_s",
+    "pair_gap_irregularity",
 )
+# The event's likelihood factorises as p(hour | source) * p(destination | source, time, history)
+# * p(attributes | source, destination, history); these name the features each factor sees.
+LINK_INPUTS: tuple[str, ...] = (
+    "hour_sin",
+    "hour_cos",
+    "is_weekend",
+    "pair_first_seen",
+    "log_pair_prior_count",
+    "context_pair_first_seen",
+    "dst_first_seen",
+    "log_src_prior_count",
+    "log_actor_events_last_hour",
+    "log_actor_failures_last_hour",
+)
+ATTRIBUTE_CONTEXT: tuple[str, ...] = (
+    "pair_first_seen",
+    "log_pair_prior_count",
+    "context_pair_first_seen",
+    "dst_first_seen",
+    "log_src_prior_count",
+    "log_actor_events_last_hour",
+    "log_actor_failures_last_hour",
+)
+ATTRIBUTE_TARGETS: tuple[str, ...] = (
+    "auth_failed",
+    "auth_ntlm",
+    "auth_kerberos",
+    "log_bytes_out",
+    "log_bytes_in",
+    "log_duration_s",
+    "log_pair_gap_s",
+    "pair_gap_irregularity",
+)
+NO_PREVIOUS_GAP_S = 30 * 86400.0  # gap assumed for a pair's first event
 EDGE_FEATURES: tuple[str, ...] = ("log_count", "failure_share", "log_bytes")
 SPLITS = ("train", "validation", "test")
 
@@ -327,6 +363,15 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     actor_recent = _trailing_count(actor_code, seconds, 3600.0)
     actor_recent_fail = _trailing_count(actor_code, seconds, 3600.0, weight=auth_failed)
 
+    # Rhythm of the pair: time since its previous event and how much that gap differs from the
+    # one before (near 0 for machine-like periodic traffic such as beaconing).
+    pair_series = pd.Series(seconds)
+    prev = pair_series.groupby(pair_key).shift(1).to_numpy()
+    prev2 = pair_series.groupby(pair_key).shift(2).to_numpy()
+    log_gap = np.log1p(np.where(np.isnan(prev), NO_PREVIOUS_GAP_S, seconds - prev))
+    log_gap_before = np.log1p(np.where(np.isnan(prev2), NO_PREVIOUS_GAP_S, prev - prev2))
+    irregularity = np.where(np.isnan(prev2), np.log1p(NO_PREVIOUS_GAP_S), np.abs(log_gap - log_gap_before))
+
     event_x = np.column_stack(
         [
             np.sin(2 * np.pi * hour / 24),
@@ -346,6 +391,8 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
             (src_hour_prior + 1.0) / (src_prior + HOUR_BINS),
             np.log1p(actor_recent),
             np.log1p(actor_recent_fail),
+            log_gap,
+            irregularity,
         ]
     ).astype(np.float32)
 

@@ -1,9 +1,14 @@
 """Training and scoring of the hybrid GNN-LSTM detector over ``GraphWindows``.
 
-Self-supervised temporal link prediction: every observed event is a positive; negatives are the
-same event with its destination replaced by another node of the same type (pair history
-recomputed, so the model cannot cheat on stale features) and the same event with its volume and
-authentication attributes swapped in from another event of the same relation. No labels needed.
+Self-supervised, no labels needed. An event's likelihood factorises into three parts, and its
+anomaly score is the sum of their surprisals (in nats):
+
+* ``p(hour | source)``: the source's smoothed, causal hour-of-day profile (counted, not learnt);
+* ``p(destination | source, time, history)``: temporal link prediction against negatives that
+  replace the destination with another node of the same type (pair history recomputed, so the
+  model cannot cheat on stale features);
+* ``p(attributes | source, destination, history)``: a Gaussian attribute head over outcome,
+  protocol, volume and the pair's rhythm.
 """
 
 from __future__ import annotations
@@ -19,13 +24,22 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from anomaly_pipeline.graph import EVENT_FEATURES, NODE_TYPES, RELATIONS, GraphWindows
+from anomaly_pipeline.graph import (
+    ATTRIBUTE_CONTEXT,
+    ATTRIBUTE_TARGETS,
+    EVENT_FEATURES,
+    LINK_INPUTS,
+    NODE_TYPES,
+    RELATIONS,
+    GraphWindows,
+)
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_passing_relations
 
-# Event features that depend on the destination (recomputed for corrupted negatives).
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
-# Attributes swapped between events for attribute negatives (not time: it must match the window).
-_SWAP = [_F[n] for n in ("auth_failed", "auth_ntlm", "auth_kerberos", "log_bytes_out", "log_bytes_in", "log_duration_s")]
+LINK_IDX = [_F[n] for n in LINK_INPUTS]
+ATTR_CTX_IDX = [_F[n] for n in ATTRIBUTE_CONTEXT]
+ATTR_TARGET_IDX = [_F[n] for n in ATTRIBUTE_TARGETS]
+SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise")
 
 
 @dataclass(frozen=True)
@@ -149,8 +163,6 @@ class NegativeSampler:
         types = windows.nodes["node_type"].to_numpy()
         self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
         self.dst_type = types[windows.event_dst]
-        train = windows.split_index("train")
-        self.by_relation = {r: train[windows.event_rel[train] == r] for r in range(len(RELATIONS))}
 
     def corrupt_destination(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w, n = self.w, self.w.n_nodes
@@ -169,16 +181,6 @@ class NegativeSampler:
         x[:, _F["dst_first_seen"]] = self.dsts.prior_count(new_dst, idx) == 0
         return new_dst, x
 
-    def swap_attributes(self, idx: np.ndarray) -> np.ndarray:
-        w = self.w
-        x = w.event_x[idx].copy()
-        for r, pool in self.by_relation.items():
-            m = w.event_rel[idx] == r
-            if m.any() and len(pool):
-                donors = self.rng.choice(pool, size=int(m.sum()))
-                x[np.ix_(np.flatnonzero(m), _SWAP)] = w.event_x[np.ix_(donors, _SWAP)]
-        return x
-
 
 def _score_rows(
     model: HybridGNNLSTM,
@@ -191,8 +193,12 @@ def _score_rows(
     ctx: np.ndarray,
     rel: np.ndarray,
     x: np.ndarray,
-) -> Tensor:
-    """Logits for rows (events or negatives) whose snapshots live in ``emb`` from ``k_lo``."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Decoder outputs for rows (events or negatives) whose snapshots live in ``emb`` from ``k_lo``.
+
+    Returns link logits [B], attribute means and log-variances [B, T] and the standardised
+    attribute targets [B, T].
+    """
     dev = gt.device
     n = gt.windows.n_nodes
     offset = torch.from_numpy(bucket - k_lo).to(dev)
@@ -204,7 +210,15 @@ def _score_rows(
     h = fused[inverse].view(3, len(src), -1)
     xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
     has_ctx = torch.from_numpy(ctx >= 0).to(dev)
-    return model.decoder(h[0], h[1], h[2], has_ctx, torch.from_numpy(rel).to(dev), xs)
+    logit, mean, log_var = model.decoder(
+        h[0], h[1], h[2], has_ctx, torch.from_numpy(rel).to(dev), xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
+    )
+    return logit, mean, log_var, xs[:, ATTR_TARGET_IDX]
+
+
+def _gaussian_nll(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
+    """Per-row negative log-likelihood (nats) of ``target`` under a diagonal Gaussian."""
+    return 0.5 * (((target - mean) ** 2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
 
 
 def _chunks(windows: GraphWindows, lo_bucket: int, hi_bucket: int, size: int) -> list[tuple[int, int]]:
@@ -218,26 +232,29 @@ def _chunk_loss(
     idx: np.ndarray,
     c0: int,
     c1: int,
+    negatives: int = 2,
 ) -> tuple[Tensor, np.ndarray, np.ndarray]:
     w = gt.windows
     L = model.config.history
     emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
     k_lo = c0 - L
-    neg_dst, neg_dst_x = sampler.corrupt_destination(idx)
-    neg_attr_x = sampler.swap_attributes(idx)
     b, s, d, c, r = (w.event_bucket[idx], w.event_src[idx], w.event_dst[idx], w.event_ctx[idx], w.event_rel[idx])
-    rows = dict(
-        bucket=np.concatenate([b, b, b]),
-        src=np.concatenate([s, s, s]),
-        dst=np.concatenate([d, neg_dst, d]),
-        ctx=np.concatenate([c, c, c]),
-        rel=np.concatenate([r, r, r]),
-        x=np.concatenate([w.event_x[idx], neg_dst_x, neg_attr_x]).astype(np.float32),
+    dsts, xs = [d], [w.event_x[idx]]
+    for _ in range(negatives):
+        neg_dst, neg_x = sampler.corrupt_destination(idx)
+        dsts.append(neg_dst)
+        xs.append(neg_x)
+    k = negatives + 1
+    logits, mean, log_var, target = _score_rows(
+        model, gt, emb, k_lo, np.tile(b, k), np.tile(s, k), np.concatenate(dsts), np.tile(c, k), np.tile(r, k),
+        np.concatenate(xs).astype(np.float32),
     )
-    logits = _score_rows(model, gt, emb, k_lo, **rows)
-    target = torch.cat([torch.ones(len(idx)), torch.zeros(2 * len(idx))]).to(gt.device)
-    loss = F.binary_cross_entropy_with_logits(logits, target)
-    return loss, logits.detach().cpu().numpy(), target.cpu().numpy()
+    labels = torch.cat([torch.ones(len(idx)), torch.zeros(negatives * len(idx))]).to(gt.device)
+    link_loss = F.binary_cross_entropy_with_logits(logits, labels)
+    n = len(idx)
+    attr_loss = _gaussian_nll(mean[:n], log_var[:n], target[:n]).mean() / len(ATTRIBUTE_TARGETS)
+    loss = link_loss + model.config.attribute_weight * attr_loss
+    return loss, logits.detach().cpu().numpy(), labels.cpu().numpy()
 
 
 def _auc(scores: np.ndarray, target: np.ndarray) -> float:
@@ -335,31 +352,41 @@ def train_hybrid(
 
 
 @torch.no_grad()
-def score_events(
+def score_components(
     model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24
 ) -> np.ndarray:
-    """Anomaly score ``-log p(event)`` for events ``idx`` (default: all), higher is stranger."""
+    """Per event, the surprisal (nats) of each factor in ``SCORE_PARTS``: [len(idx), 3]."""
     model.eval()
     device = next(model.parameters()).device
     gt = GraphTensors(windows, device)
-    idx = np.arange(len(windows.event_src)) if idx is None else np.asarray(idx)
-    scores = np.full(len(windows.event_src), np.nan)
-    wanted = np.zeros(len(windows.event_src), dtype=bool)
+    n_events = len(windows.event_src)
+    idx = np.arange(n_events) if idx is None else np.asarray(idx)
+    parts = np.full((n_events, len(SCORE_PARTS)), np.nan)
+    wanted = np.zeros(n_events, dtype=bool)
     wanted[idx] = True
     L = model.config.history
+    w = windows
+    parts[:, 0] = -np.log(w.event_x[:, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
     for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
         lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
         sel = np.arange(lo, hi)[wanted[lo:hi]]
         if len(sel) == 0:
             continue
         emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-        w = windows
-        logits = _score_rows(
+        logits, mean, log_var, target = _score_rows(
             model, gt, emb, c0 - L, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
         )
-        scores[sel] = F.softplus(-logits).cpu().numpy()
-    return scores[idx]
+        parts[sel, 1] = F.softplus(-logits).cpu().numpy()
+        parts[sel, 2] = _gaussian_nll(mean, log_var, target).cpu().numpy()
+    return parts[idx]
+
+
+def score_events(
+    model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24
+) -> np.ndarray:
+    """Anomaly score ``-log p(event)`` (nats) for events ``idx`` (default: all); higher is stranger."""
+    return score_components(model, windows, idx, chunk_buckets).sum(axis=1)
 
 
 __all__ = [
@@ -367,6 +394,8 @@ __all__ = [
     "GraphTensors",
     "TrainConfig",
     "message_passing_relations",
+    "SCORE_PARTS",
+    "score_components",
     "score_events",
     "train_hybrid",
 ]

@@ -7,7 +7,9 @@ the instance under ``$ANOMALY_PIPELINE_HOME/dagster``, so the Dagster UI shows i
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,10 +17,15 @@ import dagster as dg
 from anomaly_pipeline import settings
 from anomaly_pipeline.summary import write_summary
 
+INSTANCE_TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "dagster.yaml"
+
 
 def dagster_instance(paths: settings.StatePaths) -> dg.DagsterInstance:
     """The project's sqlite-backed Dagster instance (DAGSTER_HOME inside the state folder)."""
     paths.ensure()
+    instance_yaml = paths.dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        shutil.copyfile(INSTANCE_TEMPLATE, instance_yaml)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     return dg.DagsterInstance.get()
 

@@ -13,7 +13,16 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, HeteroConv, SAGEConv
 
-from anomaly_pipeline.graph import EDGE_FEATURES, EVENT_FEATURES, NODE_FEATURES, NODE_TYPES, RELATIONS
+from anomaly_pipeline.graph import (
+    ATTRIBUTE_CONTEXT,
+    ATTRIBUTE_TARGETS,
+    EDGE_FEATURES,
+    EVENT_FEATURES,
+    LINK_INPUTS,
+    NODE_FEATURES,
+    NODE_TYPES,
+    RELATIONS,
+)
 
 EdgeType = tuple[str, str, str]
 
@@ -38,6 +47,7 @@ class HybridConfig:
     history: int = 6
     decoder_hidden: int = 64
     dropout: float = 0.1
+    attribute_weight: float = 0.5  # weight of the attribute likelihood in the training loss
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,27 +149,48 @@ class CrossAttentionFusion(nn.Module):
 
 
 class EventDecoder(nn.Module):
-    """Scores an event from its source, destination and context representations, its relation
-    and its own (standardised) event features. Output: a logit, high for likely events."""
+    """Two heads over an event's source, destination and context representations.
+
+    * link head: logit that the (source, destination, relation) edge is real at this time, against
+      corrupted destinations (temporal link prediction);
+    * attribute head: a diagonal Gaussian over the event's standardised attributes (outcome,
+      protocol, volume, pair rhythm) given the structure, so an unusual volume or a machine-like
+      rhythm on a familiar edge is still unlikely.
+
+    Shapes: h_* [B, d], has_ctx [B] bool, rel [B] long, link_x [B, len(LINK_INPUTS)],
+    attr_ctx [B, len(ATTRIBUTE_CONTEXT)] -> logit [B], mean [B, T], log_var [B, T]
+    """
 
     def __init__(self, config: HybridConfig) -> None:
         super().__init__()
-        d = config.hidden
+        d, hd = config.hidden, config.decoder_hidden
         self.rel_emb = nn.Embedding(len(RELATIONS), 8)
         self.no_context = nn.Parameter(torch.zeros(d))
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * d + 8 + len(EVENT_FEATURES), config.decoder_hidden),
+        self.link = nn.Sequential(
+            nn.Linear(3 * d + 8 + len(LINK_INPUTS), hd),
             nn.ReLU(),
             nn.Dropout(config.dropout),
-            nn.Linear(config.decoder_hidden, config.decoder_hidden),
+            nn.Linear(hd, hd),
             nn.ReLU(),
-            nn.Linear(config.decoder_hidden, 1),
+            nn.Linear(hd, 1),
+        )
+        self.attribute = nn.Sequential(
+            nn.Linear(3 * d + 8 + len(ATTRIBUTE_CONTEXT), hd),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(hd, hd),
+            nn.ReLU(),
+            nn.Linear(hd, 2 * len(ATTRIBUTE_TARGETS)),
         )
 
-    def forward(self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, x: Tensor) -> Tensor:
+    def forward(
+        self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, link_x: Tensor, attr_ctx: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         h_ctx = torch.where(has_ctx.unsqueeze(-1), h_ctx, self.no_context.expand_as(h_ctx))
-        z = torch.cat([h_src, h_dst, h_ctx, self.rel_emb(rel), x], dim=-1)
-        return self.mlp(z).squeeze(-1)
+        z = torch.cat([h_src, h_dst, h_ctx, self.rel_emb(rel)], dim=-1)
+        logit = self.link(torch.cat([z, link_x], dim=-1)).squeeze(-1)
+        mean, log_var = self.attribute(torch.cat([z, attr_ctx], dim=-1)).chunk(2, dim=-1)
+        return logit, mean, log_var.clamp(-4.0, 6.0)
 
 
 class HybridGNNLSTM(nn.Module):
