@@ -76,6 +76,9 @@ EVENT_FEATURES: tuple[str, ...] = (
     "log_actor_failures_last_hour",
     "log_pair_gap_s",
     "pair_gap_irregularity",
+    "pair_prior_mean_log_bytes_out",
+    "pair_prior_mean_log_bytes_in",
+    "pair_prior_mean_log_duration_s",
 )
 # The event's likelihood factorises as p(hour | source) * p(destination | source, time, history)
 # * p(attributes | source, destination, history); these name the features each factor sees.
@@ -92,6 +95,9 @@ LINK_INPUTS: tuple[str, ...] = (
     "log_actor_failures_last_hour",
 )
 ATTRIBUTE_CONTEXT: tuple[str, ...] = (
+    "pair_prior_mean_log_bytes_out",
+    "pair_prior_mean_log_bytes_in",
+    "pair_prior_mean_log_duration_s",
     "pair_first_seen",
     "log_pair_prior_count",
     "context_pair_first_seen",
@@ -100,16 +106,15 @@ ATTRIBUTE_CONTEXT: tuple[str, ...] = (
     "log_actor_events_last_hour",
     "log_actor_failures_last_hour",
 )
-ATTRIBUTE_TARGETS: tuple[str, ...] = (
-    "auth_failed",
-    "auth_ntlm",
-    "auth_kerberos",
+BINARY_ATTRIBUTES: tuple[str, ...] = ("auth_failed", "auth_ntlm", "auth_kerberos")
+CONTINUOUS_ATTRIBUTES: tuple[str, ...] = (
     "log_bytes_out",
     "log_bytes_in",
     "log_duration_s",
     "log_pair_gap_s",
     "pair_gap_irregularity",
 )
+ATTRIBUTE_TARGETS: tuple[str, ...] = BINARY_ATTRIBUTES + CONTINUOUS_ATTRIBUTES
 NO_PREVIOUS_GAP_S = 30 * 86400.0  # gap assumed for a pair's first event
 EDGE_FEATURES: tuple[str, ...] = ("log_count", "failure_share", "log_bytes")
 SPLITS = ("train", "validation", "test")
@@ -199,11 +204,18 @@ class GraphWindows:
         }
 
 
+_INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
+)
+
+
 def _is_internal_address(name: str) -> bool:
+    """RFC 1918 / unique-local / link-local addresses are inside the enterprise."""
     try:
-        return ipaddress.ip_address(name).is_private
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    return any(address in net for net in _INTERNAL_NETWORKS if net.version == address.version)
 
 
 def _scored_edges(events: pd.DataFrame) -> pd.DataFrame:
@@ -263,6 +275,23 @@ def _scored_edges(events: pd.DataFrame) -> pd.DataFrame:
 def _group_cumcount(keys: np.ndarray) -> np.ndarray:
     """For each position, how many earlier positions share its key (keys in time order)."""
     return pd.Series(keys).groupby(keys).cumcount().to_numpy()
+
+
+def _prior_mean(values: np.ndarray, key: np.ndarray, fallback_key: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over earlier events with the same ``key`` (events in time order); where a
+    key has no history, the same over ``fallback_key`` (e.g. the source), else 0."""
+
+    def expanding(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        series = pd.Series(values)
+        total = series.groupby(k).cumsum().to_numpy() - values
+        count = pd.Series(np.ones(len(values))).groupby(k).cumsum().to_numpy() - 1
+        return total, count
+
+    total, count = expanding(key)
+    fb_total, fb_count = expanding(fallback_key)
+    own = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    fallback = np.divide(fb_total, fb_count, out=np.zeros_like(fb_total), where=fb_count > 0)
+    return np.where(count > 0, own, fallback)
 
 
 def _trailing_count(
@@ -393,6 +422,9 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
             np.log1p(actor_recent_fail),
             log_gap,
             irregularity,
+            _prior_mean(np.log1p(bytes_out), pair_key, src),
+            _prior_mean(np.log1p(bytes_in), pair_key, src),
+            _prior_mean(np.log1p(duration), pair_key, src),
         ]
     ).astype(np.float32)
 

@@ -7,8 +7,8 @@ anomaly score is the sum of their surprisals (in nats):
 * ``p(destination | source, time, history)``: temporal link prediction against negatives that
   replace the destination with another node of the same type (pair history recomputed, so the
   model cannot cheat on stale features);
-* ``p(attributes | source, destination, history)``: a Gaussian attribute head over outcome,
-  protocol, volume and the pair's rhythm.
+* ``p(attributes | source, destination, history)``: Bernoulli outcome and protocol flags and
+  Student-t volume and pair-rhythm attributes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from anomaly_pipeline.graph import (
     ATTRIBUTE_CONTEXT,
-    ATTRIBUTE_TARGETS,
+    BINARY_ATTRIBUTES,
+    CONTINUOUS_ATTRIBUTES,
     EVENT_FEATURES,
     LINK_INPUTS,
     NODE_TYPES,
@@ -38,7 +39,8 @@ from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 LINK_IDX = [_F[n] for n in LINK_INPUTS]
 ATTR_CTX_IDX = [_F[n] for n in ATTRIBUTE_CONTEXT]
-ATTR_TARGET_IDX = [_F[n] for n in ATTRIBUTE_TARGETS]
+BINARY_IDX = [_F[n] for n in BINARY_ATTRIBUTES]
+CONTINUOUS_IDX = [_F[n] for n in CONTINUOUS_ATTRIBUTES]
 SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise")
 
 
@@ -193,12 +195,9 @@ def _score_rows(
     ctx: np.ndarray,
     rel: np.ndarray,
     x: np.ndarray,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Decoder outputs for rows (events or negatives) whose snapshots live in ``emb`` from ``k_lo``.
-
-    Returns link logits [B], attribute means and log-variances [B, T] and the standardised
-    attribute targets [B, T].
-    """
+) -> tuple[Tensor, Tensor]:
+    """Link logits [B] and attribute surprisal [B] (nats) for rows (events or negatives) whose
+    snapshots live in ``emb`` from ``k_lo``."""
     dev = gt.device
     n = gt.windows.n_nodes
     offset = torch.from_numpy(bucket - k_lo).to(dev)
@@ -210,15 +209,29 @@ def _score_rows(
     h = fused[inverse].view(3, len(src), -1)
     xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
     has_ctx = torch.from_numpy(ctx >= 0).to(dev)
-    logit, mean, log_var = model.decoder(
+    logit, flag_logits, mean, log_var = model.decoder(
         h[0], h[1], h[2], has_ctx, torch.from_numpy(rel).to(dev), xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
     )
-    return logit, mean, log_var, xs[:, ATTR_TARGET_IDX]
+    flags = torch.from_numpy(x[:, BINARY_IDX]).to(dev)
+    flag_nll = F.binary_cross_entropy_with_logits(flag_logits, flags, reduction="none").sum(-1)
+    return logit, flag_nll + _attribute_nll(mean, log_var, xs[:, CONTINUOUS_IDX])
 
 
-def _gaussian_nll(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
-    """Per-row negative log-likelihood (nats) of ``target`` under a diagonal Gaussian."""
-    return 0.5 * (((target - mean) ** 2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+STUDENT_T_DOF = 4.0
+_T_CONST = (
+    -math.lgamma((STUDENT_T_DOF + 1) / 2) + math.lgamma(STUDENT_T_DOF / 2) + 0.5 * math.log(STUDENT_T_DOF * math.pi)
+)
+
+
+def _attribute_nll(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
+    """Per-row negative log-likelihood (nats) of ``target`` under independent Student-t
+    distributions (4 degrees of freedom, scale ``exp(log_var / 2)``).
+
+    Heavy tails on purpose: a Gaussian head grows overconfident on near-deterministic attributes
+    (duration given volume) and then one benign outlier dimension swamps every other signal.
+    """
+    z2 = (target - mean) ** 2 * torch.exp(-log_var)
+    return (_T_CONST + 0.5 * log_var + 0.5 * (STUDENT_T_DOF + 1) * torch.log1p(z2 / STUDENT_T_DOF)).sum(-1)
 
 
 def _chunks(windows: GraphWindows, lo_bucket: int, hi_bucket: int, size: int) -> list[tuple[int, int]]:
@@ -245,14 +258,14 @@ def _chunk_loss(
         dsts.append(neg_dst)
         xs.append(neg_x)
     k = negatives + 1
-    logits, mean, log_var, target = _score_rows(
+    logits, attr_nll = _score_rows(
         model, gt, emb, k_lo, np.tile(b, k), np.tile(s, k), np.concatenate(dsts), np.tile(c, k), np.tile(r, k),
         np.concatenate(xs).astype(np.float32),
     )
     labels = torch.cat([torch.ones(len(idx)), torch.zeros(negatives * len(idx))]).to(gt.device)
     link_loss = F.binary_cross_entropy_with_logits(logits, labels)
     n = len(idx)
-    attr_loss = _gaussian_nll(mean[:n], log_var[:n], target[:n]).mean() / len(ATTRIBUTE_TARGETS)
+    attr_loss = attr_nll[:n].mean() / (len(BINARY_ATTRIBUTES) + len(CONTINUOUS_ATTRIBUTES))
     loss = link_loss + model.config.attribute_weight * attr_loss
     return loss, logits.detach().cpu().numpy(), labels.cpu().numpy()
 
@@ -373,12 +386,12 @@ def score_components(
         if len(sel) == 0:
             continue
         emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-        logits, mean, log_var, target = _score_rows(
+        logits, attr_nll = _score_rows(
             model, gt, emb, c0 - L, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
         )
         parts[sel, 1] = F.softplus(-logits).cpu().numpy()
-        parts[sel, 2] = _gaussian_nll(mean, log_var, target).cpu().numpy()
+        parts[sel, 2] = attr_nll.cpu().numpy()
     return parts[idx]
 
 

@@ -1,6 +1,5 @@
 """Conventions shared by every asset: owners, tags, and metadata helpers."""
 
-from __future__ import annotations
 
 import base64
 from pathlib import Path

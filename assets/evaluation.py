@@ -1,6 +1,5 @@
 """model_evaluation: every detector on the same time-ordered test window, plus the quality gate."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,6 +1,5 @@
 """graph_windows: typed graph snapshots over sliding windows with behavioural features."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

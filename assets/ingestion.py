@@ -1,6 +1,5 @@
 """raw_events: the configured source read into the canonical event table."""
 
-from __future__ import annotations
 
 import time
 

@@ -1,6 +1,5 @@
 """drift_report: Evidently on features and scores, newest window against the training reference."""
 
-from __future__ import annotations
 
 import dagster as dg
 import mlflow

@@ -1,6 +1,5 @@
 """registered_model: the trained hybrid logged to MLflow and registered with aliases."""
 
-from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field

@@ -4,7 +4,6 @@ Each is a small ``ConfigurableResource`` over the domain library; ``definitions.
 instances per environment, so no asset contains an ``if local`` branch.
 """
 
-from __future__ import annotations
 
 import pickle
 from pathlib import Path

@@ -4,7 +4,6 @@ Used by ``anomaly-pipeline run`` (``make run``) and the end-to-end test. The run
 the instance under ``$ANOMALY_PIPELINE_HOME/dagster``, so the Dagster UI shows it afterwards.
 """
 
-from __future__ import annotations
 
 import os
 import shutil

@@ -1,6 +1,5 @@
 """hybrid_model and baseline_models: detectors fit on the training split of graph_windows."""
 
-from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field

@@ -1,6 +1,5 @@
 """validated_events and quarantined_events: Great Expectations on every batch, nothing lost."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
@@ -63,7 +62,7 @@ def validate_raw_events(context: dg.AssetExecutionContext, config: ValidationCon
             "expectations": md_table(result.expectations, 40),
         },
     )
-    reasons = result.quarantined["reason"].value_counts().head(20).rename_axis("reason").reset_index(name="rows")
+    reasons = pd.DataFrame(list(result.reason_counts.items()), columns=["reason", "rows"])
     yield dg.Output(
         result.quarantined,
         output_name="quarantined_events",

@@ -1,6 +1,5 @@
 """drift_retrain_sensor: turns a drifted drift_report materialization into one retrain run."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Periodic retraining."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -15,7 +15,8 @@ from torch_geometric.nn import GATConv, HeteroConv, SAGEConv
 
 from anomaly_pipeline.graph import (
     ATTRIBUTE_CONTEXT,
-    ATTRIBUTE_TARGETS,
+    BINARY_ATTRIBUTES,
+    CONTINUOUS_ATTRIBUTES,
     EDGE_FEATURES,
     EVENT_FEATURES,
     LINK_INPUTS,
@@ -153,12 +154,13 @@ class EventDecoder(nn.Module):
 
     * link head: logit that the (source, destination, relation) edge is real at this time, against
       corrupted destinations (temporal link prediction);
-    * attribute head: a diagonal Gaussian over the event's standardised attributes (outcome,
-      protocol, volume, pair rhythm) given the structure, so an unusual volume or a machine-like
-      rhythm on a familiar edge is still unlikely.
+    * attribute head: Bernoulli outcome and protocol flags, and independent Student-t
+      distributions over the standardised volume and pair-rhythm attributes, given the structure,
+      so a failure, an unusual volume or a machine-like rhythm on a familiar edge is unlikely.
 
     Shapes: h_* [B, d], has_ctx [B] bool, rel [B] long, link_x [B, len(LINK_INPUTS)],
-    attr_ctx [B, len(ATTRIBUTE_CONTEXT)] -> logit [B], mean [B, T], log_var [B, T]
+    attr_ctx [B, len(ATTRIBUTE_CONTEXT)] -> link logit [B], binary attribute logits [B, Tb],
+    continuous attribute mean and log-variance [B, Tc]
     """
 
     def __init__(self, config: HybridConfig) -> None:
@@ -180,17 +182,19 @@ class EventDecoder(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(hd, hd),
             nn.ReLU(),
-            nn.Linear(hd, 2 * len(ATTRIBUTE_TARGETS)),
+            nn.Linear(hd, len(BINARY_ATTRIBUTES) + 2 * len(CONTINUOUS_ATTRIBUTES)),
         )
 
     def forward(
         self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, link_x: Tensor, attr_ctx: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         h_ctx = torch.where(has_ctx.unsqueeze(-1), h_ctx, self.no_context.expand_as(h_ctx))
         z = torch.cat([h_src, h_dst, h_ctx, self.rel_emb(rel)], dim=-1)
         logit = self.link(torch.cat([z, link_x], dim=-1)).squeeze(-1)
-        mean, log_var = self.attribute(torch.cat([z, attr_ctx], dim=-1)).chunk(2, dim=-1)
-        return logit, mean, log_var.clamp(-4.0, 6.0)
+        out = self.attribute(torch.cat([z, attr_ctx], dim=-1))
+        nb = len(BINARY_ATTRIBUTES)
+        mean, log_var = out[:, nb:].chunk(2, dim=-1)
+        return logit, out[:, :nb], mean, log_var.clamp(-3.0, 6.0)
 
 
 class HybridGNNLSTM(nn.Module):

@@ -18,8 +18,9 @@ Formats:
 * ``jsonl``: one JSON object per line with canonical keys (unknown keys are an error, so a
   typo in a field name is visible instead of silently dropping data).
 
-``ts`` may be an ISO-8601 string (naive values are taken as UTC) or epoch seconds; it is
-converted to UTC. The file's own ``source`` and ``raw_ref`` values, if any, are replaced: the
+``ts`` may be an ISO-8601 string (naive values are taken as UTC; 8 digits such as ``20240301`` are
+ISO's basic date format) or epoch seconds (a JSON number or a numeric string); it is converted
+to UTC. The file's own ``source`` and ``raw_ref`` values, if any, are replaced: the
 provenance of a row read here is this file and line.
 
 Each ``parse_error`` message starts with a stable category followed by ``:`` and the detail
@@ -32,12 +33,15 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from anomaly_pipeline import schema
 
@@ -62,7 +66,6 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
 _FLOAT_COLUMNS: tuple[str, ...] = tuple(n for n, d in schema.EVENT_DTYPES.items() if d == "Float64")
 _BOOL_COLUMNS: tuple[str, ...] = tuple(n for n, d in schema.EVENT_DTYPES.items() if d == "boolean")
 _TS_COLUMNS: tuple[str, ...] = tuple(n for n, d in schema.EVENT_DTYPES.items() if d.startswith("datetime64"))
-_STRING_COLUMNS: tuple[str, ...] = tuple(n for n, d in schema.EVENT_DTYPES.items() if d == "string")
 _BOOL_WORDS: dict[str, bool] = {
     "true": True, "t": True, "yes": True, "y": True, "1": True,
     "false": False, "f": False, "no": False, "n": False, "0": False,
@@ -117,9 +120,15 @@ def iter_event_file(
         )
     if fmt == "auto":
         fmt = _detect_format(path, max_line_bytes)
-    reader = _CsvChunker if fmt == "csv" else _JsonlChunker
+    # Argument and existence errors above are raised at the call; the rest while iterating.
+    return _iterate(path, fmt, chunk_rows, max_line_bytes)
+
+
+def _iterate(path: Path, fmt: str, chunk_rows: int, max_line_bytes: int) -> Iterator[pd.DataFrame]:
+    reader = _csv_chunks if fmt == "csv" else _jsonl_chunks
     with _open_binary(path) as handle:
-        yield from reader(path, handle, chunk_rows, max_line_bytes).chunks()
+        lines = _physical_lines(handle, path, max_line_bytes)
+        yield from reader(path, lines, chunk_rows, max_line_bytes)
 
 
 def read_event_file(path: str | Path, **kwargs: Any) -> pd.DataFrame:
@@ -180,13 +189,14 @@ def _detect_format(path: Path, max_line_bytes: int) -> str:
 
 
 def _physical_lines(handle: IO[bytes], path: Path, max_line_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Yield ``(content, total_length)`` per physical line, line break removed.
+    """Yield ``(content, length)`` per physical line, line break (LF or CRLF) removed.
 
-    For a line longer than ``max_line_bytes`` only the first ``max_line_bytes + 1`` bytes are
-    returned and the rest is read and discarded in bounded pieces; ``total_length`` is the full
-    length in bytes (without the line break), so the caller can tell and report it.
+    ``length`` is the line's full length in bytes without the line break. For a line longer
+    than ``max_line_bytes`` only its first ``max_line_bytes + 2`` bytes are returned; the rest
+    is read and discarded in bounded pieces, so one huge line never sits in memory.
     """
-    limit = max_line_bytes + 1
+    # +2: a line of exactly max_line_bytes plus CRLF still arrives in one read.
+    limit = max_line_bytes + 2
     readline = handle.readline
     line_no = 0
     try:
@@ -198,230 +208,242 @@ def _physical_lines(handle: IO[bytes], path: Path, max_line_bytes: int) -> Itera
             if line.endswith(b"\n"):
                 content = line[:-2] if line.endswith(b"\r\n") else line[:-1]
                 yield content, len(content)
-                continue
-            if len(line) < limit:  # last line of the file, without a line break
+            elif len(line) < limit:  # the last line of the file, without a line break
                 yield line, len(line)
-                continue
-            # Over-long line: skip the remainder without holding it.
-            total = len(line)
-            while True:
-                rest = readline(limit)
-                if not rest:
-                    break
-                if rest.endswith(b"\n"):
-                    total += len(rest) - 1
-                    break
-                total += len(rest)
-            yield line, total
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+            else:
+                yield line, len(line) + _skip_rest_of_line(readline, limit, line)
+    except (OSError, EOFError, zlib.error) as exc:
+        # gzip raises BadGzipFile (an OSError), EOFError when truncated, zlib.error when corrupt.
         raise OSError(
-            f"{path}: the file could not be read after line {line_no} ({exc}); "
-            "it is probably a truncated or corrupt gzip file - fetch it again"
+            f"{path}: the file could not be read after line {line_no} ({type(exc).__name__}: {exc}); "
+            "a gzip file is probably truncated or corrupt - fetch it again"
         ) from exc
 
 
+def _skip_rest_of_line(readline: Any, limit: int, start: bytes) -> int:
+    """Read up to the end of an over-long line; return how many content bytes were skipped."""
+    skipped = 0
+    previous = start
+    while True:
+        piece = readline(limit)
+        if not piece:
+            return skipped
+        if piece.endswith(b"\n"):
+            skipped += len(piece) - 1
+            # Do not count the CR of a CRLF, even when it ended the previous piece.
+            if piece.endswith(b"\r\n") or (piece == b"\n" and previous.endswith(b"\r")):
+                skipped -= 1
+            return skipped
+        skipped += len(piece)
+        previous = piece
+
+
 # --------------------------------------------------------------------------------------------
-# Chunk assembly
+# Line loops: a fast path for good lines, a slow path that says exactly what is wrong
 # --------------------------------------------------------------------------------------------
 
 
-class _Chunker:
-    """Shared machinery: collect one chunk of lines, then convert it with vectorised pandas."""
+# Marks a CSV row whose text splits on every comma: it is split for the whole chunk at once
+# (one join and one split), instead of allocating a list per line.
+_SPLIT_LATER: list[Any] = []
 
-    fmt = ""
 
-    def __init__(self, path: Path, handle: IO[bytes], chunk_rows: int, max_line_bytes: int) -> None:
-        self.path = path
-        self.handle = handle
-        self.chunk_rows = chunk_rows
-        self.max_line_bytes = max_line_bytes
-        self.source = f"file:{self.fmt}"
-        self.line_no = 0
-        self.lines = self._lines()
-        self.columns: tuple[str, ...] = _INPUT_COLUMNS
-        self._reset()
+class _Chunk:
+    """The lines of one chunk: fields per good line, reason and excerpt per bad line."""
 
-    def _reset(self) -> None:
-        self.first_line = self.line_no + 1
-        # Per row: the split field values (None when the line never got that far), the decoded
-        # text (for an excerpt if a later conversion fails), the error and the excerpt.
+    def __init__(self, first_line: int) -> None:
+        self.first_line = first_line  # 1-based physical line number of the chunk's first row
+        # Per row: the field values, _SPLIT_LATER, or None for a bad line.
         self.rows: list[list[Any] | None] = []
-        self.texts: list[str | None] = []
-        self.errors: list[str | None] = []
-        self.excerpts: list[str | None] = []
+        self.texts: list[str | None] = []  # decoded line (to split, or to excerpt if a value fails)
+        self.bad: dict[int, tuple[str, str]] = {}  # position -> (reason, excerpt)
 
-    def _bad(self, error: str, raw: bytes) -> None:
+    def add_bad(self, reason: str, raw: bytes) -> None:
+        self.bad[len(self.rows)] = (reason, excerpt(raw))
         self.rows.append(None)
         self.texts.append(None)
-        self.errors.append(error)
-        self.excerpts.append(excerpt(raw))
 
-    def _decode(self, content: bytes, total: int) -> str | None:
-        """Decode one line, or record why it cannot be an event and return None."""
-        if total > self.max_line_bytes:
-            self._bad(
-                f"line too long: {total} bytes, more than max_line_bytes={self.max_line_bytes}",
-                content,
-            )
-            return None
-        if not content or content.isspace():
-            self._bad("empty line", content)
-            return None
-        nul = content.find(b"\x00")
-        if nul >= 0:
-            self._bad(f"binary data: NUL byte at byte offset {nul}", content)
-            return None
-        try:
-            return content.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self._bad(f"not valid UTF-8: {exc.reason} at byte offset {exc.start}", content)
-            return None
-
-    def _lines(self) -> Iterator[tuple[bytes, int]]:
-        for content, total in _physical_lines(self.handle, self.path, self.max_line_bytes):
-            self.line_no += 1
-            yield content, total
-
-    def chunks(self) -> Iterator[pd.DataFrame]:
-        for content, total in self.lines:
-            text = self._decode(content, total)
-            if text is not None:
-                self._add(text, content)
-            if len(self.errors) >= self.chunk_rows:
-                yield self._flush()
-        if self.errors:
-            yield self._flush()
-
-    def _add(self, text: str, content: bytes) -> None:
-        raise NotImplementedError
-
-    def _good(self, fields: list[Any], text: str) -> None:
-        self.rows.append(fields)
-        self.texts.append(text)
-        self.errors.append(None)
-        self.excerpts.append(None)
-
-    def _flush(self) -> pd.DataFrame:
-        frame = _build_frame(
-            columns=self.columns,
-            rows=self.rows,
-            texts=self.texts,
-            errors=self.errors,
-            excerpts=self.excerpts,
-            first_line=self.first_line,
-            file_name=self.path.name,
-            source=self.source,
-            typed_values=self.fmt == "jsonl",
-        )
-        self._reset()
-        return frame
+    def next_first_line(self) -> int:
+        return self.first_line + len(self.rows)
 
 
-class _CsvChunker(_Chunker):
-    fmt = "csv"
+def _line_problem(content: bytes, total: int, max_line_bytes: int) -> str | None:
+    """Why a physical line cannot be a record at the byte level, or None."""
+    if total > max_line_bytes:
+        return f"line too long: {total} bytes, more than max_line_bytes={max_line_bytes}"
+    if not content or content.isspace():
+        return "empty line"
+    nul = content.find(b"\x00")
+    if nul >= 0:
+        return f"binary data: NUL byte at byte offset {nul}"
+    return None
 
-    def __init__(self, path: Path, handle: IO[bytes], chunk_rows: int, max_line_bytes: int) -> None:
-        super().__init__(path, handle, chunk_rows, max_line_bytes)
-        self.columns = self._read_header()
-        self.n_columns = len(self.columns)
-        self._reset()  # the header is line 1; data rows start after it
 
-    def _read_header(self) -> tuple[str, ...]:
-        fix = (
-            f"the first line must name canonical columns, e.g. 'event_id,ts,event_type,user,src_host'; "
-            f"required: {', '.join(FILE_REQUIRED_COLUMNS)}; allowed: {', '.join(schema.EVENT_COLUMNS)}"
-        )
-        first = next(self.lines, None)
-        if first is None:
-            raise schema.SchemaError(f"{self.path}: empty file, no CSV header line; {fix}")
-        content, total = first
-        if total > self.max_line_bytes or b"\x00" in content:
-            raise schema.SchemaError(f"{self.path}: line 1 is not a readable CSV header; {fix}")
-        try:
-            text = content.decode("utf-8-sig")  # tolerate a byte-order mark from Excel exports
-        except UnicodeDecodeError as exc:
-            raise schema.SchemaError(f"{self.path}: CSV header is not valid UTF-8 ({exc}); {fix}") from exc
-        try:
-            names = [name.strip() for name in next(csv.reader([text], strict=True))] if text.strip() else []
-        except csv.Error as exc:
-            raise schema.SchemaError(f"{self.path}: CSV header cannot be parsed ({exc}); {fix}") from exc
-        if not names:
-            raise schema.SchemaError(f"{self.path}: line 1 (the CSV header) is empty; {fix}")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        unknown = [n for n in names if n not in schema.EVENT_COLUMNS]
-        missing = [c for c in FILE_REQUIRED_COLUMNS if c not in names]
-        problems = []
-        if duplicates:
-            problems.append(f"duplicate columns {duplicates}")
-        if unknown:
-            problems.append(f"unknown columns {unknown}")
-        if missing:
-            problems.append(f"missing required columns {missing}")
-        if problems:
-            raise schema.SchemaError(f"{self.path}: CSV header has {'; '.join(problems)}; {fix}")
-        return tuple(names)
+def _decode_or_reason(content: bytes) -> tuple[str | None, str | None]:
+    try:
+        return content.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"not valid UTF-8: {exc.reason} at byte offset {exc.start}"
 
-    def _add(self, text: str, content: bytes) -> None:
-        # str.split is several times faster than the csv module; only quoted lines need it.
-        if '"' in text:
+
+def _csv_chunks(
+    path: Path, lines: Iterator[tuple[bytes, int]], chunk_rows: int, max_line_bytes: int
+) -> Iterator[pd.DataFrame]:
+    columns = _read_csv_header(path, lines, max_line_bytes)
+    n_columns = len(columns)
+    commas = n_columns - 1
+    chunk = _Chunk(first_line=2)  # the header is line 1
+    rows, texts = chunk.rows, chunk.texts
+    for content, total in lines:
+        # Fast path, a few C-level string operations per good line: this is where the
+        # >= 100k lines/s budget is spent. Anything unusual takes the slow path below.
+        text: str | None = None
+        if total <= max_line_bytes and b"\x00" not in content:
             try:
-                fields = next(csv.reader((text,), strict=True))
-            except csv.Error as exc:
-                self._bad(f"malformed CSV: {exc}", content)
-                return
+                text = content.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        if text is not None and '"' not in text and text.count(",") == commas:
+            rows.append(_SPLIT_LATER)
+            texts.append(text)
         else:
-            fields = text.split(",")
-        if len(fields) != self.n_columns:
-            self._bad(
-                f"wrong column count: expected {self.n_columns} columns (as in the header), "
-                f"got {len(fields)}",
-                content,
-            )
-            return
-        self._good(fields, text)
+            # Slow path: quoted fields, or something is wrong and the reason must be precise.
+            parsed = _csv_slow(content, total, n_columns, max_line_bytes)
+            if isinstance(parsed, str):
+                chunk.add_bad(parsed, content)
+            else:
+                rows.append(parsed[0])
+                texts.append(parsed[1])
+        if len(rows) >= chunk_rows:
+            yield _build_frame(chunk, columns, path.name, "file:csv", typed_values=False)
+            chunk = _Chunk(chunk.next_first_line())
+            rows, texts = chunk.rows, chunk.texts
+    if rows:
+        yield _build_frame(chunk, columns, path.name, "file:csv", typed_values=False)
 
 
-class _JsonlChunker(_Chunker):
-    fmt = "jsonl"
-    _allowed = frozenset(schema.EVENT_COLUMNS)
+def _csv_slow(content: bytes, total: int, n_columns: int, max_line_bytes: int) -> tuple[list[str], str] | str:
+    """Parse one CSV line with the csv module; return ``(fields, text)`` or the reason it is bad."""
+    problem = _line_problem(content, total, max_line_bytes)
+    if problem is not None:
+        return problem
+    text, problem = _decode_or_reason(content)
+    if text is None:
+        return problem or "not valid UTF-8"
+    try:
+        fields = next(csv.reader((text,), strict=True))
+    except csv.Error as exc:
+        return f"malformed CSV: {exc}"
+    if len(fields) != n_columns:
+        return f"wrong column count: expected {n_columns} columns (as in the header), got {len(fields)}"
+    return fields, text
 
-    def _add(self, text: str, content: bytes) -> None:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            self._bad(f"invalid JSON: {exc.msg} at column {exc.colno}", content)
-            return
-        if type(obj) is not dict:
-            kind = type(obj).__name__
-            hint = " (JSON Lines expected: one object per line, not one array)" if kind == "list" else ""
-            self._bad(f"JSON not an object: got {kind}{hint}", content)
-            return
-        unknown = obj.keys() - self._allowed
-        if unknown:
-            self._bad(f"unknown field: {sorted(unknown)} not in the event contract", content)
-            return
-        get = obj.get
-        self._good([get(c) for c in self.columns], text)
+
+def _read_csv_header(path: Path, lines: Iterator[tuple[bytes, int]], max_line_bytes: int) -> tuple[str, ...]:
+    fix = (
+        "the first line must name canonical columns, e.g. 'event_id,ts,event_type,user,src_host'; "
+        f"required: {', '.join(FILE_REQUIRED_COLUMNS)}; allowed: {', '.join(schema.EVENT_COLUMNS)}"
+    )
+    first = next(lines, None)
+    if first is None:
+        raise schema.SchemaError(f"{path}: empty file, no CSV header line; {fix}")
+    content, total = first
+    if total > max_line_bytes or b"\x00" in content:
+        raise schema.SchemaError(f"{path}: line 1 is not a readable CSV header (binary or too long); {fix}")
+    try:
+        text = content.decode("utf-8-sig")  # tolerate a byte-order mark from spreadsheet exports
+    except UnicodeDecodeError as exc:
+        raise schema.SchemaError(f"{path}: the CSV header is not valid UTF-8 ({exc}); {fix}") from exc
+    if not text.strip():
+        raise schema.SchemaError(f"{path}: line 1 (the CSV header) is empty; {fix}")
+    try:
+        names = [name.strip() for name in next(csv.reader((text,), strict=True))]
+    except csv.Error as exc:
+        raise schema.SchemaError(f"{path}: the CSV header cannot be parsed ({exc}); {fix}") from exc
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    unknown = [n for n in names if n not in schema.EVENT_COLUMNS]
+    missing = [c for c in FILE_REQUIRED_COLUMNS if c not in names]
+    problems = []
+    if duplicates:
+        problems.append(f"duplicate columns {duplicates}")
+    if unknown:
+        problems.append(f"unknown columns {unknown}")
+    if missing:
+        problems.append(f"missing required columns {missing}")
+    if problems:
+        raise schema.SchemaError(f"{path}: the CSV header has {'; '.join(problems)}; {fix}")
+    return tuple(names)
+
+
+def _jsonl_chunks(
+    path: Path, lines: Iterator[tuple[bytes, int]], chunk_rows: int, max_line_bytes: int
+) -> Iterator[pd.DataFrame]:
+    columns = _INPUT_COLUMNS
+    allowed = frozenset(schema.EVENT_COLUMNS)
+    loads = json.loads
+    chunk = _Chunk(first_line=1)
+    rows, texts = chunk.rows, chunk.texts
+    for content, total in lines:
+        reason = _line_problem(content, total, max_line_bytes)
+        if reason is None:
+            text, reason = _decode_or_reason(content)
+            if text is not None:
+                try:
+                    obj = loads(text)
+                except json.JSONDecodeError as exc:
+                    reason = f"invalid JSON: {exc.msg} at column {exc.colno}"
+                else:
+                    reason = _json_object_problem(obj, allowed)
+                    if reason is None:
+                        get = obj.get
+                        rows.append([get(c) for c in columns])
+                        texts.append(text)
+        if reason is not None:
+            chunk.add_bad(reason, content)
+        if len(rows) >= chunk_rows:
+            yield _build_frame(chunk, columns, path.name, "file:jsonl", typed_values=True)
+            chunk = _Chunk(chunk.next_first_line())
+            rows, texts = chunk.rows, chunk.texts
+    if rows:
+        yield _build_frame(chunk, columns, path.name, "file:jsonl", typed_values=True)
+
+
+def _json_object_problem(obj: Any, allowed: frozenset[str]) -> str | None:
+    if type(obj) is not dict:
+        kind = _JSON_TYPE_NAMES.get(type(obj), type(obj).__name__)
+        hint = " (JSON Lines expected: one object per line, not one array)" if kind == "array" else ""
+        return f"JSON not an object: got {kind}{hint}"
+    unknown = obj.keys() - allowed
+    if unknown:
+        return f"unknown field: {sorted(unknown)} not in the event contract"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
 # Vectorised conversion of one chunk
 # --------------------------------------------------------------------------------------------
 
+_JSON_TYPE_NAMES: dict[type, str] = {
+    dict: "object", list: "array", bool: "boolean", str: "string", int: "number", float: "number",
+    type(None): "null",
+}  # fmt: skip
+
 
 class _Errors:
-    """Per-row error messages, appended in column order."""
+    """Per-row error messages; several problems in one row are joined with ``"; "``."""
 
     def __init__(self, initial: list[str | None]) -> None:
         self.messages = initial
+        self.rows: list[int] = []  # positions that got a message here (the initial ones aside)
 
     def add(self, mask: np.ndarray, values: pd.Series, template: str, *, quote: bool = True) -> None:
-        """Append ``template`` (with ``{value}`` = the row's value) to each row where ``mask``."""
+        """Append ``template`` (``{value}`` = the row's value) to each row where ``mask`` is true."""
         for pos in np.flatnonzero(mask):
             value = values.iat[pos]
             message = template.format(value=_show(value) if quote else value)
             current = self.messages[pos]
             self.messages[pos] = message if current is None else f"{current}; {message}"
+            self.rows.append(int(pos))
 
 
 def _show(value: Any) -> str:
@@ -430,97 +452,113 @@ def _show(value: Any) -> str:
 
 
 def _build_frame(
-    *,
-    columns: tuple[str, ...],
-    rows: list[list[Any] | None],
-    texts: list[str | None],
-    errors: list[str | None],
-    excerpts: list[str | None],
-    first_line: int,
-    file_name: str,
-    source: str,
-    typed_values: bool,
+    chunk: _Chunk, columns: tuple[str, ...], file_name: str, source: str, *, typed_values: bool
 ) -> pd.DataFrame:
     """Turn one chunk of split lines into a conformed canonical frame.
 
     ``typed_values`` is true for JSON, whose values may be numbers, booleans, null or nested
     objects; CSV values are always strings, where ``""`` means null.
     """
-    n = len(errors)
-    n_columns = len(columns)
-    parsed = np.fromiter((r is not None for r in rows), dtype=bool, count=n)
-    empty_row = [None] * n_columns
-    transposed = list(zip(*(r if r is not None else empty_row for r in rows), strict=True)) if n else []
-    raw: dict[str, pd.Series] = {}
-    for i, name in enumerate(columns):
-        values = pd.Series(transposed[i] if transposed else [], dtype=object)
-        if not typed_values:
-            values = values.where(values != "", None)
-        raw[name] = values
+    n = len(chunk.rows)
+    errors: list[str | None] = [None] * n
+    excerpts: list[str | None] = [None] * n
+    for pos, (reason, text) in chunk.bad.items():
+        errors[pos] = reason
+        excerpts[pos] = text
+    parsed = np.ones(n, dtype=bool)
+    parsed[list(chunk.bad)] = False
+    matrix = _field_matrix(chunk, len(columns), typed_values)
+    if not typed_values:
+        matrix[matrix == ""] = None  # an empty CSV field is null; one 2-D pass for all columns
+    # Null masks for all columns in one pass; converters update them as they null bad values.
+    present_2d = ~pd.isna(matrix)
     err = _Errors(errors)
     out: dict[str, pd.Series] = {}
-    for name in _INPUT_COLUMNS:
-        if name not in raw:
-            continue
-        values = raw[name]
+    for j, name in enumerate(columns):
+        if name not in _INPUT_COLUMNS:
+            continue  # source / raw_ref in the file: replaced by this file's provenance below
+        values = pd.Series(matrix[:, j], copy=False)
+        present = present_2d[:, j]
         if name in FILE_REQUIRED_COLUMNS:
-            err.add(
-                parsed & values.isna().to_numpy(),
-                values,
-                f"missing required field: {name!r} is absent or empty",
-            )
+            err.add(parsed & ~present, values, f"missing required field: {name!r} is absent or empty")
         if name in _TS_COLUMNS:
-            out[name] = _convert_timestamp(name, values, err, typed_values)
+            out[name] = _convert_timestamp(name, values, present, err, typed_values)
         elif name in _FLOAT_COLUMNS or name in _INT_BOUNDS:
-            out[name] = _convert_number(name, values, err, typed_values)
+            out[name] = _convert_number(name, values, present, err, typed_values)
         elif name in _BOOL_COLUMNS:
-            out[name] = _convert_bool(name, values, err, typed_values)
+            out[name] = _convert_bool(name, values, present, err, typed_values)
         else:
-            out[name] = _convert_string(name, values, err, typed_values)
+            out[name] = _convert_string(name, values, present, err, typed_values)
 
-    failed = np.fromiter((e is not None for e in err.messages), dtype=bool, count=n)
-    frame = pd.DataFrame(out, index=pd.RangeIndex(n))
-    # A row with any problem keeps no half-parsed values: every field is null, the reason and
+    failed = ~parsed
+    failed[err.rows] = True
+    frame = pd.DataFrame(out, index=pd.RangeIndex(n), copy=False)
+    # A row with any problem keeps no half-parsed values: every field is null; the reason and
     # the excerpt say what the line was.
     if failed.any():
         for name in frame.columns:
             if name != "event_id":
                 frame[name] = frame[name].where(~failed)
-    refs = [f"{file_name}:{line}" for line in range(first_line, first_line + n)]
-    ref_series = pd.Series(refs, dtype=object)
+    first = chunk.first_line
+    refs = pd.Series([f"{file_name}:{line}" for line in range(first, first + n)], dtype=object)
     event_id = frame["event_id"] if "event_id" in frame.columns else pd.Series([None] * n, dtype=object)
-    frame["event_id"] = event_id.where(event_id.notna(), ref_series)
-    frame["raw_ref"] = ref_series
+    frame["event_id"] = event_id.where(event_id.notna(), refs)
+    frame["raw_ref"] = refs
     frame["source"] = source
     for pos in np.flatnonzero(failed & parsed):
-        # Structurally fine, but a value failed to convert: excerpt the decoded line.
-        excerpts[pos] = (texts[pos] or "")[:EXCERPT_CHARS].translate(_CONTROL_ESCAPES)
+        # Split fine, but a value failed to convert: excerpt the decoded line.
+        excerpts[pos] = (chunk.texts[pos] or "")[:EXCERPT_CHARS].translate(_CONTROL_ESCAPES)
     frame["parse_error"] = pd.Series(err.messages, dtype=object)
     frame["raw_excerpt"] = pd.Series(excerpts, dtype=object)
     return schema.conform(frame)
 
 
-_JSON_TYPE_NAMES: dict[type, str] = {
-    dict: "object", list: "array", bool: "boolean", str: "string", int: "number", float: "number",
-}  # fmt: skip
+def _field_matrix(chunk: _Chunk, n_columns: int, typed_values: bool) -> np.ndarray:
+    """The chunk's field values as an ``(n_rows, n_columns)`` object array, None for bad rows."""
+    rows = chunk.rows
+    if typed_values:
+        # DataFrame(list of lists, dtype=object) transposes in C and, unlike np.array, never
+        # unpacks a nested JSON value (a list or object) into extra dimensions.
+        empty_row = [None] * n_columns
+        return pd.DataFrame([r if r is not None else empty_row for r in rows], dtype=object).to_numpy()
+    later = [i for i, r in enumerate(rows) if r is _SPLIT_LATER]
+    if len(later) == len(rows):  # the common case: every line split on plain commas
+        flat = ",".join(chunk.texts).split(",")  # type: ignore[arg-type]
+        return np.array(flat, dtype=object).reshape(len(rows), n_columns)
+    matrix = np.full((len(rows), n_columns), None, dtype=object)
+    if later:
+        flat = ",".join([chunk.texts[i] for i in later]).split(",")  # type: ignore[misc]
+        matrix[later] = np.array(flat, dtype=object).reshape(len(later), n_columns)
+    for i, r in enumerate(rows):
+        if r is not None and r is not _SPLIT_LATER:
+            matrix[i, :] = np.array(r, dtype=object)  # a quoted line, parsed by the csv module
+    return matrix
 
 
 def _type_errors(
-    name: str, values: pd.Series, err: _Errors, allowed: tuple[type, ...], expected: str
-) -> pd.Series:
+    name: str,
+    values: pd.Series,
+    present: np.ndarray,
+    err: _Errors,
+    allowed: tuple[type, ...],
+    expected: str,
+) -> tuple[pd.Series, np.ndarray]:
     """JSON only: flag values of the wrong JSON type and null them so conversion can proceed."""
     kinds = values.map(type)
-    bad = (~kinds.isin(allowed) & values.notna()).to_numpy()
+    bad = present & ~kinds.isin(allowed).to_numpy()
     if bad.any():
         kind_names = kinds.map(lambda k: _JSON_TYPE_NAMES.get(k, k.__name__))
         err.add(bad, kind_names, f"bad value: column {name} expects {expected}, got {{value}}", quote=False)
         values = values.where(~bad, None)
-    return values
+        present = present & ~bad
+    return values, present
 
 
-def _convert_string(name: str, values: pd.Series, err: _Errors, typed: bool) -> pd.Series:
+def _convert_string(
+    name: str, values: pd.Series, present: np.ndarray, err: _Errors, typed: bool
+) -> pd.Series:
     if typed:
-        values = _type_errors(name, values, err, (str, int, float), "a string")
+        values, present = _type_errors(name, values, present, err, (str, int, float), "a string")
         is_number = values.map(lambda v: isinstance(v, int | float)).to_numpy(dtype=bool)
         if is_number.any():
             # JSON numbers in a text column (e.g. a numeric event_id) are kept as their text.
@@ -528,72 +566,106 @@ def _convert_string(name: str, values: pd.Series, err: _Errors, typed: bool) -> 
     return values
 
 
-def _convert_number(name: str, values: pd.Series, err: _Errors, typed: bool) -> pd.Series:
+def _to_float(values: pd.Series, all_strings: bool) -> np.ndarray:
+    """Values (str, int, float or None) as float64, NaN where missing or not a number."""
+    if all_strings:
+        try:
+            # Fastest path: Arrow parses the strings in C++ without Python float objects.
+            arrow = pa.array(values.to_numpy(), type=pa.string(), from_pandas=True)
+            return pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # some value Arrow does not read as a number: the paths below find which
+    try:
+        # numpy calls float() per element in C, several times faster than to_numeric. float()
+        # also accepts surrounding whitespace and digit underscores.
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        # At least one value is not a number: the slow path puts NaN exactly there.
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _convert_number(
+    name: str, values: pd.Series, present: np.ndarray, err: _Errors, typed: bool
+) -> pd.Series:
     if typed:
-        values = _type_errors(name, values, err, (str, int, float), "a number")
-    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
-    present = values.notna().to_numpy()
-    bad = present & numbers.isna().to_numpy()
+        values, present = _type_errors(name, values, present, err, (str, int, float), "a number")
+    numbers = _to_float(values, all_strings=not typed)
+    bad = present & np.isnan(numbers)
     err.add(bad, values, f"bad number: column {name} value {{value}} is not a number")
     if name in _INT_BOUNDS:
         lo, hi = _INT_BOUNDS[name]
-        arr = numbers.to_numpy()
         with np.errstate(invalid="ignore"):
-            not_int = ~np.isnan(arr) & ((np.mod(arr, 1) != 0) | (arr < lo) | (arr > hi))
+            not_int = ~np.isnan(numbers) & ((np.mod(numbers, 1) != 0) | (numbers < lo) | (numbers > hi))
         dtype = schema.EVENT_DTYPES[name]
         err.add(
             not_int,
             values,
             f"bad number: column {name} value {{value}} is not an integer in the {dtype} range [{lo}, {hi}]",
         )
-        numbers = numbers.where(~not_int)
-    return numbers
+        numbers = np.where(not_int, np.nan, numbers)
+    return pd.Series(numbers, index=values.index)
 
 
-def _convert_bool(name: str, values: pd.Series, err: _Errors, typed: bool) -> pd.Series:
+def _convert_bool(name: str, values: pd.Series, present: np.ndarray, err: _Errors, typed: bool) -> pd.Series:
     if typed:
-        values = _type_errors(name, values, err, (bool, str, int), "true/false")
-        flags = values.map(
-            lambda v: v if isinstance(v, bool) or v is None else _BOOL_WORDS.get(str(v).strip().lower())
-        )
-    else:
-        flags = values.str.strip().str.lower().map(_BOOL_WORDS)
-    bad = (values.notna() & flags.isna()).to_numpy()
+        values, present = _type_errors(name, values, present, err, (bool, str, int), "true/false")
+    flags = values.map(_BOOL_LOOKUP)  # dict lookup: True/False/1/0 and the common spellings
+    missed = present & flags.isna().to_numpy()
+    if missed.any():
+        # Rare spellings: any case, surrounding whitespace.
+        flags[missed] = values[missed].map(lambda v: _BOOL_WORDS.get(str(v).strip().lower()))
+    bad = present & flags.isna().to_numpy()
     err.add(bad, values, f"bad boolean: column {name} value {{value}} is not true/false")
     return flags.astype(object).where(~bad, None)
 
 
-def _convert_timestamp(name: str, values: pd.Series, err: _Errors, typed: bool) -> pd.Series:
+# ``True == 1`` in Python, so booleans and 0/1 numbers share entries with their spellings.
+_BOOL_LOOKUP: dict[Any, bool] = {
+    **_BOOL_WORDS, **{k.upper(): v for k, v in _BOOL_WORDS.items()}, **{k.title(): v for k, v in _BOOL_WORDS.items()},
+    True: True, False: False,
+}  # fmt: skip
+
+
+def _convert_timestamp(
+    name: str, values: pd.Series, present: np.ndarray, err: _Errors, typed: bool
+) -> pd.Series:
     """ISO-8601 strings (naive means UTC) or epoch seconds (numbers or numeric strings) to UTC."""
     if typed:
-        values = _type_errors(name, values, err, (str, int, float), "an ISO-8601 string or epoch seconds")
-    # Assemble nanoseconds since the epoch in one int64 array (NaT where unknown), then wrap it
-    # once: assigning Timestamps element-wise into a Series would be far slower.
-    nanos = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)  # int64 min is NaT
-    present = values.notna().to_numpy()
-    epoch = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
-    is_epoch = ~np.isnan(epoch)
-    too_far = is_epoch & (np.abs(np.where(is_epoch, epoch, 0.0)) > _MAX_EPOCH_S)
-    err.add(
-        too_far,
-        values,
-        f"bad timestamp: column {name} value {{value}} is out of range for epoch seconds "
-        "(milliseconds? the reader expects seconds)",
-    )
-    ok_epoch = is_epoch & ~too_far
-    if ok_epoch.any():
-        # Split whole and fractional seconds so float rounding does not shift whole seconds.
-        seconds = epoch[ok_epoch]
-        whole = np.floor(seconds)
-        nanos[ok_epoch] = whole.astype(np.int64) * 1_000_000_000 + np.round((seconds - whole) * 1e9).astype(
-            np.int64
+        values, present = _type_errors(
+            name, values, present, err, (str, int, float), "an ISO-8601 string or epoch seconds"
         )
-    is_text = present & ~is_epoch
-    if is_text.any():
-        parsed = pd.to_datetime(values[is_text], format="ISO8601", utc=True, errors="coerce")
-        parsed_nanos = parsed.astype("datetime64[ns, UTC]").array.asi8
-        nanos[is_text] = parsed_nanos
-        bad = np.zeros(len(values), dtype=bool)
-        bad[is_text] = parsed.isna().to_numpy()
-        err.add(bad, values, f"bad timestamp: column {name} value {{value}} is not ISO-8601 or epoch seconds")
+    # Assemble nanoseconds since the epoch in one int64 array (int64 min is NaT), then wrap it
+    # once: assigning Timestamps element-wise into a Series would be far slower.
+    nanos = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
+    # Most files use one notation: parse everything as ISO-8601 first (fast), then try the
+    # values that failed as epoch seconds (to_numeric on ISO strings would be slow).
+    # Numbers (JSON) are never taken as ISO; a string of 8 digits is (basic format, 20240101).
+    iso = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    iso_ok = iso.notna().to_numpy()
+    nanos[iso_ok] = iso.astype("datetime64[ns, UTC]").array.asi8[iso_ok]
+    rest = present & ~iso_ok
+    if rest.any():
+        epoch = np.full(len(values), np.nan)
+        epoch[rest] = _to_float(values[rest], all_strings=False)
+        is_epoch = ~np.isnan(epoch)
+        too_far = is_epoch & (np.abs(np.where(is_epoch, epoch, 0.0)) > _MAX_EPOCH_S)
+        err.add(
+            too_far,
+            values,
+            f"bad timestamp: column {name} value {{value}} is out of range for epoch seconds "
+            "(milliseconds? the reader expects seconds)",
+        )
+        ok_epoch = is_epoch & ~too_far
+        if ok_epoch.any():
+            # Split whole and fractional seconds so float rounding never shifts a whole second.
+            seconds = epoch[ok_epoch]
+            whole = np.floor(seconds)
+            frac_ns = np.round((seconds - whole) * 1e9).astype(np.int64)
+            nanos[ok_epoch] = whole.astype(np.int64) * 1_000_000_000 + frac_ns
+        not_parsed = rest & ~is_epoch
+        err.add(
+            not_parsed,
+            values,
+            f"bad timestamp: column {name} value {{value}} is not ISO-8601 or epoch seconds",
+        )
     return pd.Series(pd.DatetimeIndex(nanos.view("M8[ns]")).tz_localize("UTC"), index=values.index)

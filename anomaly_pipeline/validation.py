@@ -1,0 +1,656 @@
+"""Validate raw events with Great Expectations 1.x and quarantine what fails.
+
+Great Expectations (GX) is called directly (dagster-ge does not support GX 1.x): an ephemeral
+context, a pandas data source, a dataframe asset with a whole-dataframe batch definition, and an
+``ExpectationSuite`` built in code from the event contract (``schema``). The batch is validated
+with ``result_format="COMPLETE"``, which lists the index of every failing row, so each failing
+row goes to the quarantine table with its ``raw_ref`` and a reason naming the expectation, the
+column and the value (``dst_port=70000 outside [0, 65535]``).
+
+Rows that ingestion could not parse (``parse_error`` set) are quarantined before GX, with stage
+``"parse"``. The counts always reconcile: rows read = rows valid + rows quarantined.
+
+Expectations, in contract terms:
+
+* schema: the columns are exactly ``schema.EVENT_COLUMNS`` (plus the order helper below);
+* types: every column has the contract dtype (checked by GX at numpy/pandas type level);
+* required columns (``schema.REQUIRED_COLUMNS``) are not null;
+* ``ts`` lies in ``[ts_min, ts_max]``;
+* order tolerance: a row's ``ts`` lies at most ``order_tolerance_s`` seconds behind the
+  running maximum of ``ts`` over the earlier rows of the same file (rows in table order; the
+  file is the part of ``raw_ref`` before its last ``:``). The helper column
+  ``ts_behind_max_s`` holds that lag; rows whose ``ts`` is null or out of range do not move
+  the running maximum and are not order-checked (the range check already rejects them);
+* categorical domains (``schema.CATEGORICAL_DOMAINS``; nulls allowed);
+* numeric ranges: byte, packet and duration columns in ``[0, 1e13]``, ``dst_port`` in
+  ``[0, 65535]``; ``label`` in ``{0, 1}``.
+
+A failed table-level expectation (columns or a column dtype) cannot be pinned to rows, so every
+parsed row is quarantined with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+
+from anomaly_pipeline import schema
+
+logger = logging.getLogger(__name__)
+
+ORDER_HELPER_COLUMN = "ts_behind_max_s"
+DEFAULT_TS_MIN = pd.Timestamp("2000-01-01", tz="UTC")
+DEFAULT_TS_MAX_AHEAD = pd.Timedelta(days=1)  # ts_max default: now + this
+NUMERIC_MAX = 1e13  # bytes / packets / seconds; larger is a unit or parsing error, not traffic
+PORT_RANGE = (0, 65535)
+LABEL_VALUES = (0, 1)
+EXCERPT_CHARS = 200
+STAGE_PARSE = "parse"
+STAGE_VALIDATION = "validation"
+
+# Contract dtype -> the ``type_`` GX's pandas type check compares with ``dtype.type``:
+# Int32Dtype().type is numpy.int32, StringDtype().type is str, a tz-aware datetime64 column's
+# type is pandas.Timestamp (a naive one's is numpy.datetime64, so naive ts fails), and so on.
+_GX_TYPES: dict[str, str] = {
+    "string": "str",
+    "datetime64[ns, UTC]": "Timestamp",
+    "Int32": "int32",
+    "Int8": "int8",
+    "Float64": "float64",
+    "boolean": "bool_",
+}
+_NUMERIC_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, NUMERIC_MAX) for name in schema.NUMERIC_COLUMNS},
+    "dst_port": (float(PORT_RANGE[0]), float(PORT_RANGE[1])),
+}
+_RESULT_FORMAT: dict[str, Any] = {
+    # COMPLETE lists every failing row's index (the default RangeIndex, so positions). GX's
+    # alternative, unexpected_index_column_names, builds one dict per failing row with
+    # DataFrame.at, which is slow when many rows fail, and adds nothing we need here.
+    "result_format": "COMPLETE",
+    # GX would otherwise render a pandas filter expression listing every failing index.
+    "return_unexpected_index_query": False,
+}
+EXPECTATION_COLUMNS: tuple[str, ...] = (
+    "expectation",
+    "column",
+    "success",
+    "unexpected_count",
+    "unexpected_percent",
+    "details",
+)
+
+
+@dataclass
+class ValidationPolicy:
+    """What counts as valid beyond the contract's types.
+
+    Attributes:
+        ts_min: earliest accepted event time (UTC; naive means UTC); None means 2000-01-01.
+        ts_max: latest accepted event time; None means now + 1 day at validation time.
+        order_tolerance_s: how far, in seconds, a row's ts may lie behind the latest ts seen
+            earlier in the same file.
+    """
+
+    ts_min: pd.Timestamp | None = None
+    ts_max: pd.Timestamp | None = None
+    order_tolerance_s: float = 3600.0
+
+    def resolve(self, now: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """The ``(ts_min, ts_max)`` bounds in UTC, defaults filled in."""
+        now = now if now is not None else pd.Timestamp.now(tz="UTC")
+        ts_min = _utc(self.ts_min) if self.ts_min is not None else DEFAULT_TS_MIN
+        ts_max = _utc(self.ts_max) if self.ts_max is not None else now + DEFAULT_TS_MAX_AHEAD
+        if ts_min > ts_max:
+            raise ValueError(f"ValidationPolicy: ts_min {ts_min} is after ts_max {ts_max}")
+        if not self.order_tolerance_s >= 0:
+            raise ValueError(
+                f"ValidationPolicy: order_tolerance_s must be >= 0, got {self.order_tolerance_s}"
+            )
+        return ts_min, ts_max
+
+
+@dataclass
+class ValidationResult:
+    """Valid rows, quarantined rows and what GX found.
+
+    Attributes:
+        valid: rows that passed, ``schema.EVENT_COLUMNS`` only (envelope dropped), index reset.
+        quarantined: ``schema.QUARANTINE_COLUMNS``, one row per rejected input row, input order.
+        rows_read / rows_valid / rows_quarantined: counts; read = valid + quarantined.
+        expectations: one row per expectation: expectation, column, success, unexpected_count,
+            unexpected_percent (GX's: 0-100, of the non-null values checked; 0 when none),
+            details (the observed value of a table-level check, or the error GX raised).
+        gx_success: GX's overall outcome on the parsed rows (True for an empty table).
+        policy: the bounds used (ISO strings) and the order tolerance in seconds.
+        reason_counts: how many quarantined rows hit each reason category, most frequent
+            first: ``"parse: <kind>"`` (the text of a parse error before its ``:``) and
+            ``"validation: <expectation>(<column>)"``. A row that failed several checks counts
+            once in each, so the counts may add up to more than ``rows_quarantined``.
+    """
+
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame
+    rows_read: int
+    rows_valid: int
+    rows_quarantined: int
+    expectations: pd.DataFrame
+    gx_success: bool
+    policy: dict[str, Any] = field(default_factory=dict)
+    reason_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantine_rate(self) -> float:
+        """Quarantined / read, 0.0 for an empty input."""
+        return self.rows_quarantined / self.rows_read if self.rows_read else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary: counts, quarantine rate, expectations, reasons."""
+        expectations = [
+            {
+                "expectation": str(row.expectation),
+                "column": None if pd.isna(row.column) else str(row.column),
+                "success": bool(row.success),
+                "unexpected_count": int(row.unexpected_count),
+                "unexpected_percent": _json_float(row.unexpected_percent),
+                "details": None if pd.isna(row.details) else str(row.details),
+            }
+            for row in self.expectations.itertuples(index=False)
+        ]
+        return {
+            "rows_read": int(self.rows_read),
+            "rows_valid": int(self.rows_valid),
+            "rows_quarantined": int(self.rows_quarantined),
+            "quarantine_rate": float(self.quarantine_rate),
+            "gx_success": bool(self.gx_success),
+            "policy": dict(self.policy),
+            "expectations": expectations,
+            "quarantine_reasons": {str(k): int(v) for k, v in self.reason_counts.items()},
+        }
+
+
+def validate_events(raw: pd.DataFrame, policy: ValidationPolicy | None = None) -> ValidationResult:
+    """Validate a raw event table with GX; split it into valid rows and quarantine.
+
+    Args:
+        raw: events with ``schema.EVENT_COLUMNS`` (as ``schema.conform`` makes them), with or
+            without the envelope columns ``parse_error`` / ``raw_excerpt``. Row order matters
+            for the order-tolerance check (file order).
+        policy: time bounds and order tolerance; defaults as in ``ValidationPolicy``.
+
+    Returns:
+        A ``ValidationResult``; every input row is in exactly one of ``valid`` and
+        ``quarantined``.
+
+    Raises:
+        RuntimeError: GX raised an error on a table whose columns and dtypes follow the
+            contract (a bug here or in GX, not a data problem).
+    """
+    policy = policy if policy is not None else ValidationPolicy()
+    ts_min, ts_max = policy.resolve()
+    raw = raw.reset_index(drop=True)
+    n_read = len(raw)
+
+    parse_error = _column_or_null(raw, "parse_error")
+    parse_failed = parse_error.notna().to_numpy()
+    frame = raw.loc[~parse_failed, [c for c in raw.columns if c not in schema.ENVELOPE_COLUMNS]]
+    positions = np.flatnonzero(~parse_failed)  # row of ``raw`` for each row of ``frame``
+    frame = frame.reset_index(drop=True)  # GX reports failing rows by this RangeIndex
+    frame[ORDER_HELPER_COLUMN] = _order_lag_seconds(frame, ts_min, ts_max)
+
+    checks = _build_checks(frame, ts_min, ts_max, policy.order_tolerance_s)
+    gx_result = _run_gx(frame, checks)
+    row_reasons, table_reasons, expectations = _interpret(frame, checks, gx_result)
+
+    n_frame = len(frame)
+    failed = np.zeros(n_frame, dtype=bool)
+    reasons: dict[int, str] = {}
+    categories: Counter[str] = Counter()
+    if table_reasons:
+        # Nothing can be pinned to rows: every parsed row carries the table-level reasons.
+        failed[:] = True
+        table_text = "; ".join(text for _, text in table_reasons)
+        reasons = dict.fromkeys(range(n_frame), table_text)
+        for category in {c for c, _ in table_reasons}:
+            categories[category] = n_frame
+        valid = schema.empty_events()
+    else:
+        for pos, found in row_reasons.items():
+            failed[pos] = True
+            reasons[pos] = "; ".join(text for _, text in found)
+            categories.update({c for c, _ in found})
+        valid = schema.conform(frame.loc[~failed, list(schema.EVENT_COLUMNS)])
+    for message in parse_error[parse_failed]:
+        categories.update(
+            {f"{STAGE_PARSE}: {part.split(':', 1)[0].strip()}" for part in str(message).split("; ")}
+        )
+
+    quarantined = _quarantine_table(raw, parse_error, parse_failed, positions, failed, reasons)
+    result = ValidationResult(
+        valid=valid,
+        quarantined=quarantined,
+        rows_read=n_read,
+        rows_valid=len(valid),
+        rows_quarantined=len(quarantined),
+        expectations=expectations,
+        gx_success=bool(gx_result.success),
+        policy={
+            "ts_min": ts_min.isoformat(),
+            "ts_max": ts_max.isoformat(),
+            "order_tolerance_s": float(policy.order_tolerance_s),
+        },
+        reason_counts=dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )
+    if result.rows_read != result.rows_valid + result.rows_quarantined:
+        # Not an ``assert``: the reconciliation must hold under ``python -O`` too.
+        raise AssertionError(
+            f"validation lost rows: read {result.rows_read} != valid {result.rows_valid} "
+            f"+ quarantined {result.rows_quarantined}"
+        )
+    logger.info(
+        "validated %d rows: %d valid, %d quarantined (%.2f%%), GX success=%s",
+        result.rows_read,
+        result.rows_valid,
+        result.rows_quarantined,
+        100 * result.quarantine_rate,
+        result.gx_success,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The suite
+# --------------------------------------------------------------------------------------------
+
+
+class _Values:
+    """The validated frame's columns as object arrays, converted once, on first use.
+
+    Describing a failing row reads one value per failed check; indexing a DataFrame per row
+    would cost microseconds each, which adds up to many seconds when a whole file fails.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = self._frame[name].to_numpy(dtype=object, na_value=None)
+        return self._cache[name]
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One expectation and how to say, for a failing row, what was wrong."""
+
+    expectation: gxe.Expectation
+    column: str | None
+    describe: Callable[[_Values, int], str]  # (column values, row position) -> what is wrong
+
+    @property
+    def name(self) -> str:
+        return str(self.expectation.expectation_type)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.name, self.column
+
+
+def _build_checks(
+    frame: pd.DataFrame, ts_min: pd.Timestamp, ts_max: pd.Timestamp, tolerance_s: float
+) -> list[_Check]:
+    """The expectation suite for ``frame``, built from the contract.
+
+    Column expectations are added only for columns that exist: a missing column is reported
+    once by the columns-match-set expectation instead of once per expectation as a GX error.
+    """
+    present = set(frame.columns)
+    checks = [
+        _Check(
+            gxe.ExpectTableColumnsToMatchSet(
+                column_set=[*schema.EVENT_COLUMNS, ORDER_HELPER_COLUMN], exact_match=True
+            ),
+            None,
+            _no_row,
+        )
+    ]
+    for col in schema.COLUMNS:
+        if col.name in present:
+            checks.append(
+                _Check(
+                    gxe.ExpectColumnValuesToBeOfType(column=col.name, type_=_GX_TYPES[col.dtype]),
+                    col.name,
+                    _describe_type(col.name, col.dtype),
+                )
+            )
+    for name in schema.REQUIRED_COLUMNS:
+        if name in present:
+            checks.append(
+                _Check(
+                    gxe.ExpectColumnValuesToNotBeNull(column=name),
+                    name,
+                    lambda v, i, n=name: f"{n} is null (required)",
+                )
+            )
+    if "ts" in present:
+        checks.append(
+            _Check(
+                gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=ts_min, max_value=ts_max),
+                "ts",
+                lambda v, i: f"ts={_show(v['ts'][i])} outside [{ts_min.isoformat()}, {ts_max.isoformat()}]",
+            )
+        )
+        checks.append(
+            _Check(
+                gxe.ExpectColumnValuesToBeBetween(column=ORDER_HELPER_COLUMN, max_value=tolerance_s),
+                ORDER_HELPER_COLUMN,
+                lambda v, i: (
+                    f"ts={_show(v['ts'][i])} is {v[ORDER_HELPER_COLUMN][i]:.0f} s behind the latest "
+                    f"earlier ts of its file (tolerance {tolerance_s:g} s)"
+                ),
+            )
+        )
+    for name, domain in schema.CATEGORICAL_DOMAINS.items():
+        if name in present:
+            checks.append(
+                _Check(
+                    gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(domain)),
+                    name,
+                    lambda v, i, n=name, d=domain: f"{n}={_show(v[n][i])} not one of {', '.join(d)}",
+                )
+            )
+    for name, (lo, hi) in _NUMERIC_RANGES.items():
+        if name in present:
+            checks.append(
+                _Check(
+                    gxe.ExpectColumnValuesToBeBetween(column=name, min_value=lo, max_value=hi),
+                    name,
+                    lambda v, i, n=name, lo=lo, hi=hi: f"{n}={_show(v[n][i])} outside [{lo:g}, {hi:g}]",
+                )
+            )
+    if "label" in present:
+        checks.append(
+            _Check(
+                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(LABEL_VALUES)),
+                "label",
+                lambda v, i: f"label={_show(v['label'][i])} not one of {', '.join(map(str, LABEL_VALUES))}",
+            )
+        )
+    return checks
+
+
+def _run_gx(frame: pd.DataFrame, checks: list[_Check]) -> Any:
+    """Validate ``frame`` against the checks' expectations; GX's ExpectationSuiteValidationResult."""
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            analytics_enabled=False,
+            # GX draws a tqdm bar per validation on stderr; noise in logs and test output.
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+        ),
+    )
+    data_source = context.data_sources.add_pandas(name="anomaly_pipeline")
+    asset = data_source.add_dataframe_asset(name="raw_events")
+    batch_definition = asset.add_batch_definition_whole_dataframe(name="whole_frame")
+    suite = gx.ExpectationSuite(name="event_contract")
+    for check in checks:
+        suite.add_expectation(check.expectation)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    return batch.validate(suite, result_format=_RESULT_FORMAT)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading GX's results
+# --------------------------------------------------------------------------------------------
+
+
+def _interpret(
+    frame: pd.DataFrame, checks: list[_Check], gx_result: Any
+) -> tuple[dict[int, list[tuple[str, str]]], list[tuple[str, str]], pd.DataFrame]:
+    """Per-row reasons, table-level reasons and the expectations table from GX's result.
+
+    Reasons are ``(category, text)`` pairs; the category is ``"validation: <label>"``.
+    """
+    by_key = {check.key: check for check in checks}
+    order = {check.key: i for i, check in enumerate(checks)}
+    values = _Values(frame)
+    row_reasons: dict[int, list[tuple[str, str]]] = {}
+    table_reasons: list[tuple[str, str]] = []
+    errors: list[str] = []
+    records = []
+    # GX does not return results in suite order; sort them so reasons read in a stable order.
+    results = sorted(gx_result.results, key=lambda r: order[_result_key(r)])
+    for result in results:
+        check = by_key[_result_key(result)]
+        body = result.result or {}
+        error = _exception_message(result.exception_info)
+        details = error or _details(body)
+        records.append(
+            {
+                "expectation": check.name,
+                "column": check.column,
+                "success": bool(result.success),
+                "unexpected_count": int(body.get("unexpected_count") or 0),
+                "unexpected_percent": float(body.get("unexpected_percent") or 0.0),
+                "details": details,
+            }
+        )
+        if result.success:
+            continue
+        label = check.name if check.column is None else f"{check.name}({check.column})"
+        category = f"{STAGE_VALIDATION}: {label}"
+        if error is not None:
+            errors.append(f"{label}: {error}")
+        elif "unexpected_index_list" in body:
+            for pos in body["unexpected_index_list"]:
+                text = f"{check.name}: {check.describe(values, int(pos))}"
+                row_reasons.setdefault(int(pos), []).append((category, text))
+        else:
+            table_reasons.append((category, f"{check.name}: {_table_failure_text(check, frame)}"))
+    if errors:
+        if not table_reasons:
+            raise RuntimeError(
+                "Great Expectations failed to evaluate expectations on a table with the contract's "
+                f"columns and dtypes: {' | '.join(errors)}"
+            )
+        # A column with the wrong dtype (already a table-level failure) can make GX's value
+        # checks raise; every row is quarantined for the dtype, so these are only reported.
+        logger.warning(
+            "GX could not evaluate %d expectation(s) after a schema failure: %s", len(errors), errors
+        )
+    expectations = pd.DataFrame.from_records(records, columns=list(EXPECTATION_COLUMNS))
+    return row_reasons, table_reasons, expectations
+
+
+def _result_key(result: Any) -> tuple[str, str | None]:
+    config = result.expectation_config
+    return str(config.type), config.kwargs.get("column")
+
+
+def _exception_message(info: dict[str, Any] | None) -> str | None:
+    """GX's exception text, whether ``info`` is flat or keyed by metric (both shapes occur)."""
+    if not info:
+        return None
+    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    messages = [str(e.get("exception_message")) for e in entries if e.get("raised_exception")]
+    return "; ".join(messages) if messages else None
+
+
+def _details(body: dict[str, Any]) -> str | None:
+    if "observed_value" in body:
+        return f"observed {json.dumps(body['observed_value'], default=str)}"
+    return None
+
+
+def _table_failure_text(check: _Check, frame: pd.DataFrame) -> str:
+    if check.column is None:  # the columns-match-set expectation
+        expected = {*schema.EVENT_COLUMNS, ORDER_HELPER_COLUMN}
+        missing = sorted(expected - set(frame.columns))
+        extra = sorted(set(frame.columns) - expected)
+        return f"columns do not match the contract: missing {missing}, unexpected {extra}"
+    dtype = schema.EVENT_DTYPES.get(check.column, "?")
+    return f"column {check.column} has dtype {frame[check.column].dtype}, the contract says {dtype}"
+
+
+def _no_row(values: _Values, pos: int) -> str:
+    return "table-level expectation"
+
+
+def _describe_type(name: str, dtype: str) -> Callable[[_Values, int], str]:
+    def describe(values: _Values, pos: int) -> str:
+        value = values[name][pos]
+        return f"{name}={_show(value)} is a {type(value).__name__}, the contract says {dtype}"
+
+    return describe
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _order_lag_seconds(frame: pd.DataFrame, ts_min: pd.Timestamp, ts_max: pd.Timestamp) -> pd.Series:
+    """Seconds each row's ts lies behind the running max of earlier in-range ts of its file.
+
+    NaN where ts is null, out of ``[ts_min, ts_max]`` or not a tz-aware datetime column (the
+    type and range expectations report those rows).
+    """
+    n = len(frame)
+    if "ts" not in frame.columns or not isinstance(frame["ts"].dtype, pd.DatetimeTZDtype):
+        return pd.Series(np.full(n, np.nan), index=frame.index, dtype="float64")
+    ts = frame["ts"].dt.tz_convert("UTC")
+    usable = ts.notna().to_numpy() & (ts >= ts_min).to_numpy() & (ts <= ts_max).to_numpy()
+    nanos = ts.astype("datetime64[ns, UTC]").array.asi8
+    seconds = np.where(usable, nanos / 1e9, np.nan)
+    if "raw_ref" in frame.columns:
+        # "file.csv:17" -> "file.csv": tables concatenated from several files are ordered per file.
+        refs = pa.array(frame["raw_ref"].to_numpy(dtype=object, na_value=None), type=pa.string())
+        # Arrow's regex runs in C++; pandas' str.rsplit takes about 1 s per 150k rows.
+        files = pc.replace_substring_regex(refs, pattern=":[^:]*$", replacement="")
+        files = files.fill_null("").to_numpy(zero_copy_only=False)
+    else:
+        files = np.zeros(n, dtype=np.int8)
+    running_max = pd.Series(seconds).groupby(files, sort=False).cummax().to_numpy()
+    return pd.Series(running_max - seconds, index=frame.index, dtype="float64")
+
+
+def _column_or_null(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(pd.NA, index=frame.index, dtype="string")
+
+
+def _quarantine_table(
+    raw: pd.DataFrame,
+    parse_error: pd.Series,
+    parse_failed: np.ndarray,
+    positions: np.ndarray,
+    failed: np.ndarray,
+    reasons: dict[int, str],
+) -> pd.DataFrame:
+    """Quarantine rows in input order: parse failures and validation failures."""
+    stage = np.full(len(raw), None, dtype=object)
+    reason = np.full(len(raw), None, dtype=object)
+    stage[parse_failed] = STAGE_PARSE
+    reason[parse_failed] = parse_error[parse_failed].to_numpy(dtype=object)
+    failed_positions = positions[failed]
+    stage[failed_positions] = STAGE_VALIDATION
+    reason[failed_positions] = [reasons[int(i)] for i in np.flatnonzero(failed)]
+    keep = np.flatnonzero(pd.notna(stage))
+
+    excerpts = _column_or_null(raw, "raw_excerpt").to_numpy(dtype=object, na_value=None)[keep]
+    # A row that parsed has no excerpt from ingestion (or came from an adapter without one):
+    # show its fields instead.
+    render = np.flatnonzero(pd.isna(excerpts) & (stage[keep] == STAGE_VALIDATION))
+    if len(render):
+        excerpts[render] = _render_rows(raw, keep[render])
+
+    def column(name: str) -> list[Any]:
+        if name not in raw.columns:
+            return [None] * len(keep)
+        return list(raw[name].to_numpy(dtype=object, na_value=None)[keep])
+
+    table = pd.DataFrame(
+        {
+            "raw_ref": column("raw_ref"),
+            "source": column("source"),
+            "stage": list(stage[keep]),
+            "reason": list(reason[keep]),
+            "raw_excerpt": list(excerpts),
+            "event_id": column("event_id"),
+        },
+        columns=list(schema.QUARANTINE_COLUMNS),
+    )
+    return table.astype("string")
+
+
+def _render_rows(raw: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """``name=value, ...`` of each row's non-null contract fields, at most ``EXCERPT_CHARS`` long.
+
+    Built column by column with vectorised string operations: a whole file can fail a
+    table-level check, and formatting 150k rows one value at a time takes many seconds.
+    """
+    text: pd.Series | None = None
+    for name in schema.EVENT_COLUMNS:
+        if name in ("source", "raw_ref") or name not in raw.columns:
+            continue
+        column = raw[name].iloc[rows].reset_index(drop=True)
+        if isinstance(column.dtype, pd.StringDtype) or column.dtype == object:
+            shown = "'" + column.astype("string") + "'"
+        elif isinstance(column.dtype, pd.DatetimeTZDtype):
+            shown = column.map(lambda t: t.isoformat(), na_action="ignore").astype("string")
+        else:
+            shown = column.astype("string")
+        part = name + "=" + shown  # stays NA where the value is null
+        if text is None:
+            text = part
+        else:
+            joined = text + ", " + part
+            text = joined.where(part.notna() & text.notna(), text.where(text.notna(), part))
+    if text is None:
+        return np.full(len(rows), "", dtype=object)
+    return text.fillna("").str.slice(0, EXCERPT_CHARS).to_numpy(dtype=object)
+
+
+def _show(value: Any) -> str:
+    """A value as a person reads it: 70000 not 70000.0, ISO timestamps, strings quoted."""
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return "null"
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.generic):
+        return str(value.item())
+    return str(value)
+
+
+def _json_float(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
