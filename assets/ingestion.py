@@ -32,7 +32,7 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSourceResou
         "first_ts": str(events["ts"].min()),
         "last_ts": str(events["ts"].max()),
         "attack_events": int(events.loc[labelled, "label"].sum()),
-        "event_types": dg.MetadataValue.json(events["event_type"].value_counts(dropna=False).astype(int).to_dict()),
+        "event_types": dg.MetadataValue.json(events["event_type"].fillna("(unparsed)").value_counts().astype(int).to_dict()),
         "contract": dg.MetadataValue.md(describe_contract()),
         "preview": md_table(events.drop(columns=["parse_error", "raw_excerpt"], errors="ignore"), 10),
     }

@@ -11,6 +11,7 @@ import pandas as pd
 
 from anomaly_pipeline import registry
 from anomaly_pipeline.graph import GraphWindows
+from anomaly_pipeline.mlflow_model import model_signature, to_model_input
 
 from .common import OWNERS
 from .evaluation import ModelEvaluation
@@ -30,13 +31,6 @@ class RegisteredModel:
     reason: str
     tracking_uri: str
     extra: dict = field(default_factory=dict)
-
-
-def _input_example(graph_windows: GraphWindows, rows: int = 40) -> pd.DataFrame:
-    """A few canonical events in plain JSON-friendly types, for the MLflow signature."""
-    sample = graph_windows.events.drop(columns=["bucket", "split", "relation"]).head(rows).copy()
-    sample["ts"] = sample["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return sample.astype(object).where(sample.notna(), None)
 
 
 @dg.asset(group_name="registry", kinds={"mlflow"}, owners=OWNERS)
@@ -78,7 +72,8 @@ def registered_model(
             name="model",
             python_model=str(MODEL_CODE),
             artifacts={"detector": str(hybrid_model.path), "window_config": str(window_file)},
-            input_example=_input_example(graph_windows),
+            signature=model_signature(),
+            input_example=to_model_input(graph_windows.events.head(40)),
             pip_requirements=["anomaly-pipeline"],
         )
         run_id = run.info.run_id

@@ -44,8 +44,8 @@ def run_full_pipeline(
     defs = build_definitions(res)
     job = defs.resolve_job_def("full_pipeline_job")
     started = time.perf_counter()
-    result = job.execute_in_process(instance=dagster_instance(paths), run_config=run_config or {},
-                                    raise_on_error=True)
+    config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
+    result = job.execute_in_process(instance=dagster_instance(paths), run_config=config, raise_on_error=True)
     seconds = time.perf_counter() - started
 
     meta: dict[str, dict[str, Any]] = {}
