@@ -115,6 +115,23 @@ CONTINUOUS_ATTRIBUTES: tuple[str, ...] = (
     "pair_gap_irregularity",
 )
 ATTRIBUTE_TARGETS: tuple[str, ...] = BINARY_ATTRIBUTES + CONTINUOUS_ATTRIBUTES
+# Features whose distribution should hold still while the enterprise does: drift monitoring
+# watches these. Left out on purpose: cumulative counts (they grow with history by construction)
+# and is_weekend (a one-day window is all weekday or all weekend).
+DRIFT_MONITORED_FEATURES: tuple[str, ...] = (
+    "hour_sin",
+    "hour_cos",
+    "auth_failed",
+    "auth_ntlm",
+    "auth_kerberos",
+    "log_bytes_out",
+    "log_bytes_in",
+    "log_duration_s",
+    "pair_first_seen",
+    "dst_first_seen",
+    "log_actor_events_last_hour",
+    "log_pair_gap_s",
+)
 NO_PREVIOUS_GAP_S = 30 * 86400.0  # gap assumed for a pair's first event
 EDGE_FEATURES: tuple[str, ...] = ("log_count", "failure_share", "log_bytes")
 SPLITS = ("train", "validation", "test")

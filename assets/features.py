@@ -4,7 +4,13 @@
 import dagster as dg
 import pandas as pd
 
-from anomaly_pipeline.graph import EVENT_FEATURES, NODE_FEATURES, GraphWindows, WindowConfig, build_graph_windows
+from anomaly_pipeline.graph import (
+    EVENT_FEATURES,
+    NODE_FEATURES,
+    GraphWindows,
+    WindowConfig,
+    build_graph_windows,
+)
 
 from .common import OWNERS
 

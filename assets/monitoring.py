@@ -8,7 +8,7 @@ import pandas as pd
 
 from anomaly_pipeline import registry
 from anomaly_pipeline.drift import compute_drift
-from anomaly_pipeline.graph import EVENT_FEATURES, GraphWindows
+from anomaly_pipeline.graph import DRIFT_MONITORED_FEATURES, EVENT_FEATURES, GraphWindows
 
 from .common import OWNERS, md_table
 from .registry import RegisteredModel
@@ -20,11 +20,14 @@ class DriftConfig(dg.Config):
     """The newest `current_hours` of events are compared with the training split."""
 
     current_hours: float = 24.0
-    drift_share_threshold: float = 0.5
+    # Measured on the synthetic default (14 monitored columns): 0.071 without drift, 0.143 with the
+    # reorganisation switch on; 0.1 means "two or more columns drifted".
+    drift_share_threshold: float = 0.1
 
 
 def _drift_frame(graph_windows: GraphWindows, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame(graph_windows.event_x[idx], columns=list(EVENT_FEATURES))
+    columns = [EVENT_FEATURES.index(f) for f in DRIFT_MONITORED_FEATURES]
+    frame = pd.DataFrame(graph_windows.event_x[np.ix_(idx, columns)], columns=list(DRIFT_MONITORED_FEATURES))
     frame["event_type"] = graph_windows.events["event_type"].to_numpy()[idx].astype(str)
     frame["anomaly_score"] = scores
     return frame

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 import mlflow
-import pandas as pd
 
 from anomaly_pipeline import registry
 from anomaly_pipeline.graph import GraphWindows
@@ -66,6 +65,8 @@ def registered_model(
         mlflow.log_text(model_evaluation.markdown, "evaluation/comparison.md")
         mlflow.log_table(model_evaluation.table, "evaluation/comparison.json")
         mlflow.log_artifact(str(model_evaluation.plot_path), "evaluation")
+        if hybrid_model.curve_path is not None:
+            mlflow.log_artifact(str(hybrid_model.curve_path), "training")
         window_file = work / "window_config.json"
         window_file.write_text(json.dumps(graph_windows.config.__dict__))
         mlflow.pyfunc.log_model(

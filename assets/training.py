@@ -12,9 +12,10 @@ import torch
 from anomaly_pipeline.detectors import HybridDetector, IsolationForestDetector
 from anomaly_pipeline.graph import GraphWindows
 from anomaly_pipeline.models.hybrid import HybridConfig
+from anomaly_pipeline.plots import plot_training_history
 from anomaly_pipeline.training import EpochStats, TrainConfig
 
-from .common import OWNERS, md_table
+from .common import OWNERS, md_image, md_table
 from .resources import StateResource
 
 
@@ -44,6 +45,7 @@ class TrainedHybrid:
     threshold: float
     train_seconds: float
     params: dict = field(default_factory=dict)
+    curve_path: Path | None = None
 
     def load(self) -> HybridDetector:
         return HybridDetector.load(self.path)
@@ -80,13 +82,14 @@ def hybrid_model(
     detector.fit(graph_windows)
     seconds = time.perf_counter() - started
     path = detector.save(state.run_dir("models", context.run_id) / "hybrid")
+    curve = plot_training_history(detector.history, state.run_dir("reports", context.run_id) / "training.png")
     history = pd.DataFrame([s.to_dict() for s in detector.history])
     best = history.loc[history["validation_loss"].idxmin()]
     n_params = sum(p.numel() for p in detector.model.parameters())
     params = {**model_config.to_dict(), **{k: v for k, v in train_config.__dict__.items()}, "alert_fpr": config.alert_fpr}
     return dg.Output(
         TrainedHybrid(path=path, history=detector.history, threshold=float(detector.threshold_),
-                      train_seconds=seconds, params=params),
+                      train_seconds=seconds, params=params, curve_path=curve),
         metadata={
             "epochs_run": len(history),
             "best_epoch": int(best["epoch"]),
@@ -96,6 +99,7 @@ def hybrid_model(
             "parameters": int(n_params),
             "device": str(train_config.resolved_device()) + ("" if not torch.cuda.is_available() else f" ({torch.cuda.get_device_name()})"),
             "history": md_table(history.round(4)),
+            "training_curves": md_image(curve, "Training curves"),
             "weights": dg.MetadataValue.path(str(path)),
         },
     )
