@@ -48,7 +48,6 @@ NODE_FEATURES: tuple[str, ...] = (
     "log_auth_events",
     "log_process_events",
     "log_flow_events",
-    "active",
     *(f"hour_profile_{i}" for i in range(HOUR_BINS)),
     "log_history_events",
     *(f"is_{t}" for t in NODE_TYPES),
@@ -165,8 +164,11 @@ class WindowConfig:
 class GraphWindows:
     """Snapshots, node features and per-event scored edges for one stretch of events.
 
-    Shapes: ``node_x`` [K, N, len(NODE_FEATURES)] float32 (K snapshots, N nodes);
-    ``snap_*`` are flat edge arrays of all snapshots, ``snap_ptr`` [K + 1] offsets into them;
+    Shapes (K snapshots, N nodes, R active (snapshot, node) rows, E snapshot edges):
+    ``act_x`` [R, len(NODE_FEATURES)] float32 with ``act_node`` [R] and ``act_ptr`` [K + 1]
+    (rows of snapshot k are ``act_ptr[k]:act_ptr[k + 1]``, sorted by node id); ``snap_*`` [E]
+    edge arrays with ``snap_ptr`` [K + 1], endpoints as global node ids and as rows within their
+    snapshot (``snap_src_row``, ``snap_dst_row``);
     ``event_*`` arrays have one entry per event, aligned with ``events`` (sorted by ts).
     """
 
@@ -175,12 +177,16 @@ class GraphWindows:
     n_buckets: int
     nodes: pd.DataFrame  # node_id, name, node_type, type_index (position within its type)
     events: pd.DataFrame  # canonical columns + bucket, split, relation
-    node_x: np.ndarray
+    act_ptr: np.ndarray
+    act_node: np.ndarray
+    act_x: np.ndarray
     snap_ptr: np.ndarray
     snap_rel: np.ndarray
     snap_src: np.ndarray
     snap_dst: np.ndarray
     snap_attr: np.ndarray
+    snap_src_row: np.ndarray
+    snap_dst_row: np.ndarray
     event_src: np.ndarray
     event_dst: np.ndarray
     event_ctx: np.ndarray  # -1 where an event has no context node
@@ -210,6 +216,7 @@ class GraphWindows:
             "nodes": int(self.n_nodes),
             **{f"nodes_{t}": int(counts.get(t, 0)) for t in NODE_TYPES},
             "snapshot_edges": int(len(self.snap_src)),
+            "active_node_rows": int(len(self.act_node)),
             "events": int(len(self.event_src)),
             **{f"events_{r}": int(c) for r, c in rel_counts.items()},
             **{f"events_{s}": int((self.split == i).sum()) for i, s in enumerate(SPLITS)},
@@ -446,7 +453,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     ).astype(np.float32)
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
-    node_x, snap = _snapshot_features(
+    snap = _snapshot_features(
         n_buckets=n_buckets,
         n_nodes=n_nodes,
         node_types=nodes["node_type"].to_numpy(),
@@ -476,7 +483,6 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         n_buckets=n_buckets,
         nodes=nodes,
         events=out_events,
-        node_x=node_x,
         event_src=src,
         event_dst=dst,
         event_ctx=ctx,
@@ -509,148 +515,142 @@ def _snapshot_features(
     overlap: int,
     t0: pd.Timestamp,
     stride_s: float,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+) -> dict[str, np.ndarray]:
+    """Sparse snapshots: only the nodes active in a window get a feature row.
+
+    Memory grows with the number of (window, active node) pairs, not windows x all nodes, so a
+    month of a 25,000-address network fits. Rows are sorted by (snapshot, node id).
+    """
     K, N = n_buckets, n_nodes
+    n_ev = len(bucket)
+    # Every (event, involved node) pair: source, destination and context roles.
+    role_node = np.concatenate([src, dst, ctx])
+    role = np.repeat(np.arange(3), n_ev)
+    ev = np.tile(np.arange(n_ev), 3)
+    ok = role_node >= 0
+    role_node, role, ev = role_node[ok], role[ok], ev[ok]
+    is_flow = np.isin(event_type, ["network_flow", "dns", "file_access"])
+    logon_ctx = (role == 2) & (rel[ev] == RELATION_INDEX["logs_on"])
+    frame = pd.DataFrame(
+        {
+            "b": bucket[ev],
+            "n": role_node,
+            "out": ((role == 0) | logon_ctx).astype(np.float64),
+            "in": (role == 1).astype(np.float64),
+            "any": 1.0,
+            "fail": auth_failed[ev].astype(np.float64),
+            "first": first_seen[ev].astype(np.float64),
+            "auth": (event_type[ev] == "auth").astype(np.float64),
+            "proc": (event_type[ev] == "process_start").astype(np.float64),
+            "flow": is_flow[ev].astype(np.float64),
+            "bout": np.where(role == 0, bytes_out[ev], 0.0),
+            "bin": np.where(role == 0, bytes_in[ev], 0.0),
+        }
+    )
+    per_bucket = frame.groupby(["b", "n"], sort=False).sum().reset_index()
+    peers_out = (
+        pd.DataFrame({"b": bucket, "n": src, "p": dst}).drop_duplicates().groupby(["b", "n"]).size().rename("pout")
+    )
+    peers_in = (
+        pd.DataFrame({"b": bucket, "n": dst, "p": src}).drop_duplicates().groupby(["b", "n"]).size().rename("pin")
+    )
+    per_bucket = per_bucket.join(peers_out, on=["b", "n"]).join(peers_in, on=["b", "n"]).fillna(0.0)
 
-    def per_bucket(node: np.ndarray, weight: np.ndarray | float = 1.0) -> np.ndarray:
-        grid = np.zeros((K, N), dtype=np.float64)
-        ok = node >= 0
-        w = np.broadcast_to(np.asarray(weight, dtype=np.float64), node.shape)[ok]
-        np.add.at(grid, (bucket[ok], node[ok]), w)
-        return grid
+    # Window k = buckets k - overlap .. k: shift each bucket's rows into the windows that hold it.
+    shifted = pd.concat([per_bucket.assign(k=per_bucket["b"] + j) for j in range(overlap + 1)], ignore_index=True)
+    shifted = shifted[shifted["k"] < K].drop(columns="b")
+    win = shifted.groupby(["k", "n"], sort=True).sum().reset_index()
+    act_k = win["k"].to_numpy(np.int64)
+    act_node = win["n"].to_numpy(np.int64)
+    act_ptr = np.searchsorted(act_k, np.arange(K + 1), side="left").astype(np.int64)
 
-    def windowed(grid: np.ndarray) -> np.ndarray:
-        # Sum of the buckets k - overlap .. k: the window that ends with bucket k.
-        csum = np.cumsum(grid, axis=0)
-        out = csum.copy()
-        if overlap > 0:
-            out[overlap + 1 :] -= csum[: -(overlap + 1)]
-        return out
-
-    def distinct_peers(node: np.ndarray, peer: np.ndarray) -> np.ndarray:
-        ok = (node >= 0) & (peer >= 0)
-        frame = pd.DataFrame({"b": bucket[ok], "n": node[ok], "p": peer[ok]}).drop_duplicates()
-        grid = np.zeros((K, N))
-        np.add.at(grid, (frame["b"].to_numpy(), frame["n"].to_numpy()), 1.0)
-        return grid
-
-    out_events = per_bucket(src) + per_bucket(np.where(rel == RELATION_INDEX["logs_on"], ctx, -1))
-    in_events = per_bucket(dst)
-    involved = np.concatenate([src, dst, ctx])
-    inv_bucket = np.concatenate([bucket, bucket, bucket])
-
-    def per_bucket_involved(weight: np.ndarray) -> np.ndarray:
-        grid = np.zeros((K, N))
-        ok = involved >= 0
-        w = np.concatenate([weight, weight, weight])[ok]
-        np.add.at(grid, (inv_bucket[ok], involved[ok]), w)
-        return grid
-
-    any_events = per_bucket_involved(np.ones_like(auth_failed, dtype=np.float64))
-    failures = per_bucket_involved(auth_failed.astype(np.float64))
-    firsts = per_bucket_involved(first_seen.astype(np.float64))
-    w_auth = per_bucket_involved((event_type == "auth").astype(np.float64))
-    w_proc = per_bucket_involved((event_type == "process_start").astype(np.float64))
-    w_flow = per_bucket_involved(np.isin(event_type, ["network_flow", "dns", "file_access"]).astype(np.float64))
-    b_out = per_bucket(src, bytes_out)
-    b_in = per_bucket(src, bytes_in)
-    peers_out = distinct_peers(src, dst)
-    peers_in = distinct_peers(dst, src)
-
-    win = {name: windowed(g) for name, g in {
-        "out": out_events, "in": in_events, "any": any_events, "fail": failures, "first": firsts,
-        "auth": w_auth, "proc": w_proc, "flow": w_flow, "bout": b_out, "bin": b_in,
-        "pout": peers_out, "pin": peers_in,
-    }.items()}
-
-    # Cumulative hour-of-day profile up to and including bucket k (causal for events after k).
-    hour_grid = np.zeros((K, N, HOUR_BINS))
-    ok = involved >= 0
-    hb = np.concatenate([hour_bin, hour_bin, hour_bin])
-    np.add.at(hour_grid, (inv_bucket[ok], involved[ok], hb[ok]), 1.0)
-    hour_cum = np.cumsum(hour_grid, axis=0)
-    history = hour_cum.sum(axis=2, keepdims=True)
+    # Cumulative hour-of-day profile of each node up to and including bucket k.
+    hours = pd.DataFrame({"n": role_node, "b": bucket[ev], "h": hour_bin[ev]})
+    hour_counts = hours.groupby(["n", "b", "h"]).size().unstack("h", fill_value=0)
+    hour_counts = hour_counts.reindex(columns=range(HOUR_BINS), fill_value=0).sort_index()
+    hc_node = hour_counts.index.get_level_values("n").to_numpy(np.int64)
+    hc_bucket = hour_counts.index.get_level_values("b").to_numpy(np.int64)
+    hc_cum = hour_counts.groupby(level="n").cumsum().to_numpy(np.float64)
+    hc_key = hc_node * (K + 1) + hc_bucket
+    last = np.searchsorted(hc_key, act_node * (K + 1) + act_k, side="right") - 1
+    hour_cum = hc_cum[last]
+    history = hour_cum.sum(axis=1, keepdims=True)
     hour_profile = (hour_cum + 1.0 / HOUR_BINS) / (history + 1.0)
 
     bucket_end = t0 + pd.to_timedelta((np.arange(K) + 1) * stride_s, unit="s")
-    window_hour = np.asarray(bucket_end.hour, dtype=float)
-    type_onehot = np.stack([(node_types == t).astype(np.float64) for t in NODE_TYPES], axis=1)
+    window_hour = np.asarray(bucket_end.hour, dtype=float)[act_k]
+    window_weekend = (np.asarray(bucket_end.dayofweek) >= 5).astype(float)[act_k]
+    type_onehot = np.stack([(node_types == t).astype(np.float64) for t in NODE_TYPES], axis=1)[act_node]
 
-    any_w = win["any"]
-    feats = [
-        np.log1p(win["out"]),
-        np.log1p(win["in"]),
-        np.log1p(win["pout"]),
-        np.log1p(win["pin"]),
-        np.divide(win["fail"], any_w, out=np.zeros_like(any_w), where=any_w > 0),
-        np.log1p(win["bout"]),
-        np.log1p(win["bin"]),
-        np.divide(win["first"], any_w, out=np.zeros_like(any_w), where=any_w > 0),
-        np.log1p(win["auth"]),
-        np.log1p(win["proc"]),
-        np.log1p(win["flow"]),
-        (any_w > 0).astype(np.float64),
-    ]
-    node_x = np.concatenate(
+    any_w = win["any"].to_numpy()
+    act_x = np.column_stack(
         [
-            np.stack(feats, axis=2),
+            np.log1p(win["out"].to_numpy()),
+            np.log1p(win["in"].to_numpy()),
+            np.log1p(win["pout"].to_numpy()),
+            np.log1p(win["pin"].to_numpy()),
+            win["fail"].to_numpy() / any_w,
+            np.log1p(win["bout"].to_numpy()),
+            np.log1p(win["bin"].to_numpy()),
+            win["first"].to_numpy() / any_w,
+            np.log1p(win["auth"].to_numpy()),
+            np.log1p(win["proc"].to_numpy()),
+            np.log1p(win["flow"].to_numpy()),
             hour_profile,
             np.log1p(history),
-            np.broadcast_to(type_onehot[None], (K, N, len(NODE_TYPES))),
-            np.broadcast_to(np.sin(2 * np.pi * window_hour / 24)[:, None, None], (K, N, 1)),
-            np.broadcast_to(np.cos(2 * np.pi * window_hour / 24)[:, None, None], (K, N, 1)),
-            np.broadcast_to(
-                (np.asarray(bucket_end.dayofweek) >= 5).astype(float)[:, None, None], (K, N, 1)
-            ),
-        ],
-        axis=2,
+            type_onehot,
+            np.sin(2 * np.pi * window_hour / 24),
+            np.cos(2 * np.pi * window_hour / 24),
+            window_weekend,
+        ]
     ).astype(np.float32)
-    assert node_x.shape[2] == len(NODE_FEATURES)
+    assert act_x.shape[1] == len(NODE_FEATURES)
 
     # Snapshot edges: unique (relation, src, dst) per bucket, then each window is the union of
     # its buckets' edges (aggregated again), so a window holds every edge seen in its span.
-    frame = pd.DataFrame(
-        {
-            "b": bucket,
-            "r": rel,
-            "s": src,
-            "d": dst,
-            "fail": auth_failed,
-            "bytes": bytes_out + bytes_in,
-        }
+    edge_frame = pd.DataFrame(
+        {"b": bucket, "r": rel, "s": src, "d": dst, "fail": auth_failed, "bytes": bytes_out + bytes_in}
     )
-    per_b = frame.groupby(["b", "r", "s", "d"], sort=False).agg(
-        count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum")
-    ).reset_index()
-    # Context edges (source host -> destination host of a logon) become auth_to edges too.
-    ctx_mask = (ctx >= 0) & (rel == RELATION_INDEX["logs_on"])
-    ctx_frame = pd.DataFrame(
-        {"b": bucket[ctx_mask], "r": RELATION_INDEX["auth_to"], "s": ctx[ctx_mask], "d": dst[ctx_mask],
-         "fail": auth_failed[ctx_mask], "bytes": 0.0}
+    # Context edges: the source host of a logon authenticated to the destination (auth_to), and
+    # the user behind a process start started it (starts).
+    logon = (ctx >= 0) & (rel == RELATION_INDEX["logs_on"])
+    started = (ctx >= 0) & (rel == RELATION_INDEX["runs"])
+    ctx_frames = [
+        pd.DataFrame({"b": bucket[m], "r": RELATION_INDEX[r], "s": ctx[m], "d": dst[m], "fail": auth_failed[m],
+                      "bytes": 0.0})
+        for m, r in ((logon, "auth_to"), (started, "starts"))
+    ]
+    per_b = (
+        pd.concat([edge_frame, *ctx_frames], ignore_index=True)
+        .groupby(["b", "r", "s", "d"], sort=False)
+        .agg(count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum"))
+        .reset_index()
     )
-    per_b_ctx = ctx_frame.groupby(["b", "r", "s", "d"], sort=False).agg(
-        count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum")
-    ).reset_index()
-    per_b = pd.concat([per_b, per_b_ctx], ignore_index=True)
-    shifted = [per_b.assign(k=per_b["b"] + j) for j in range(overlap + 1)]
-    win_edges = pd.concat(shifted, ignore_index=True)
+    win_edges = pd.concat([per_b.assign(k=per_b["b"] + j) for j in range(overlap + 1)], ignore_index=True)
     win_edges = win_edges[win_edges["k"] < K]
     win_edges = (
         win_edges.groupby(["k", "r", "s", "d"], sort=True)
         .agg(count=("count", "sum"), fail=("fail", "sum"), bytes=("bytes", "sum"))
         .reset_index()
     )
-    k_arr = win_edges["k"].to_numpy()
-    snap_ptr = np.searchsorted(k_arr, np.arange(K + 1), side="left").astype(np.int64)
+    k_arr = win_edges["k"].to_numpy(np.int64)
+    s_arr = win_edges["s"].to_numpy(np.int64)
+    d_arr = win_edges["d"].to_numpy(np.int64)
+    act_key = act_k * N + act_node
+    s_row = np.searchsorted(act_key, k_arr * N + s_arr) - act_ptr[k_arr]
+    d_row = np.searchsorted(act_key, k_arr * N + d_arr) - act_ptr[k_arr]
     count = win_edges["count"].to_numpy(dtype=float)
-    snap_attr = np.column_stack(
-        [np.log1p(count), win_edges["fail"].to_numpy() / count, np.log1p(win_edges["bytes"].to_numpy())]
-    ).astype(np.float32)
-    snap = {
-        "snap_ptr": snap_ptr,
+    return {
+        "act_ptr": act_ptr,
+        "act_node": act_node,
+        "act_x": act_x,
+        "snap_ptr": np.searchsorted(k_arr, np.arange(K + 1), side="left").astype(np.int64),
         "snap_rel": win_edges["r"].to_numpy(dtype=np.int64),
-        "snap_src": win_edges["s"].to_numpy(dtype=np.int64),
-        "snap_dst": win_edges["d"].to_numpy(dtype=np.int64),
-        "snap_attr": snap_attr,
+        "snap_src": s_arr,
+        "snap_dst": d_arr,
+        "snap_src_row": s_row.astype(np.int64),
+        "snap_dst_row": d_row.astype(np.int64),
+        "snap_attr": np.column_stack(
+            [np.log1p(count), win_edges["fail"].to_numpy() / count, np.log1p(win_edges["bytes"].to_numpy())]
+        ).astype(np.float32),
     }
-    return node_x, snap

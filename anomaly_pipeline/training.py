@@ -75,68 +75,88 @@ class EpochStats:
         return asdict(self)
 
 
+@dataclass
+class SnapshotBatch:
+    """Embeddings of the active rows of snapshots ``k_lo .. k_hi - 1`` plus one learned "absent"
+    row per node type appended at the end; ``keys`` (k * N + node) are sorted for lookup."""
+
+    emb: Tensor  # [R + n_types, d]
+    keys: Tensor  # [R]
+
+
 class GraphTensors:
     """``GraphWindows`` as tensors on one device, with helpers to batch snapshots."""
 
     def __init__(self, windows: GraphWindows, device: torch.device) -> None:
         self.windows = windows
         self.device = device
-        self.node_x = torch.from_numpy(windows.node_x).to(device)
+        self.n_nodes = windows.n_nodes
         self.n_buckets = windows.n_buckets
-        types = windows.nodes["node_type"].to_numpy()
-        self.type_of = types
-        self.type_index = torch.from_numpy(windows.nodes["type_index"].to_numpy()).to(device)
-        self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
+        type_id = windows.nodes["node_type"].map({t: i for i, t in enumerate(NODE_TYPES)}).to_numpy(np.int64)
+        self.node_type = torch.from_numpy(type_id).to(device)
+        self.act_ptr = windows.act_ptr
+        act_k = np.repeat(np.arange(windows.n_buckets), np.diff(windows.act_ptr))
+        self.act_key = torch.from_numpy(act_k * windows.n_nodes + windows.act_node).to(device)
+        self.act_x = torch.from_numpy(windows.act_x).to(device)
+        self.act_type = self.node_type[torch.from_numpy(windows.act_node).to(device)]
         self.snap_ptr = windows.snap_ptr
+        snap_k = np.repeat(np.arange(windows.n_buckets), np.diff(windows.snap_ptr))
+        # Edge endpoints as global active-row indices.
+        self.snap_src_row = torch.from_numpy(windows.act_ptr[snap_k] + windows.snap_src_row).to(device)
+        self.snap_dst_row = torch.from_numpy(windows.act_ptr[snap_k] + windows.snap_dst_row).to(device)
         self.snap_rel = torch.from_numpy(windows.snap_rel).to(device)
-        self.snap_src = torch.from_numpy(windows.snap_src).to(device)
-        self.snap_dst = torch.from_numpy(windows.snap_dst).to(device)
         self.snap_attr = torch.from_numpy(windows.snap_attr).to(device)
-        self.snap_k = torch.from_numpy(
-            np.repeat(np.arange(windows.n_buckets), np.diff(windows.snap_ptr))
-        ).to(device)
 
-    def snapshot_embeddings(self, model: HybridGNNLSTM, k_lo: int, k_hi: int) -> Tensor:
-        """Spatial embeddings of snapshots ``k_lo .. k_hi - 1`` as [S, N, d]; zeros before 0."""
+    def snapshot_embeddings(self, model: HybridGNNLSTM, k_lo: int, k_hi: int) -> SnapshotBatch:
+        """Spatial embeddings of the active nodes of snapshots ``k_lo .. k_hi - 1``."""
+        lo, hi = max(k_lo, 0), max(min(k_hi, self.n_buckets), max(k_lo, 0))
+        r0, r1 = int(self.act_ptr[lo]), int(self.act_ptr[hi])
         d = model.config.hidden
-        n = self.windows.n_nodes
-        lo, hi = max(k_lo, 0), min(k_hi, self.n_buckets)
-        parts = []
-        if lo > k_lo:
-            parts.append(torch.zeros(lo - k_lo, n, d, device=self.device))
-        if hi > lo:
-            S = hi - lo
-            x_dict = {}
-            for t in NODE_TYPES:
-                ids = self.type_ids[t]
-                if len(ids):
-                    x_dict[t] = self.node_x[lo:hi, ids[0] : ids[-1] + 1].reshape(S * len(ids), -1)
+        emb = torch.zeros(r1 - r0, d, device=self.device)
+        if r1 > r0:
+            x, rtype = self.act_x[r0:r1], self.act_type[r0:r1]
+            local = torch.empty(r1 - r0, dtype=torch.long, device=self.device)
+            masks, x_dict = {}, {}
+            for i, t in enumerate(NODE_TYPES):
+                m = rtype == i
+                count = int(m.sum())
+                if count:
+                    masks[t] = m
+                    local[m] = torch.arange(count, device=self.device)
+                    x_dict[t] = x[m]
             e0, e1 = int(self.snap_ptr[lo]), int(self.snap_ptr[hi])
-            rel = self.snap_rel[e0:e1]
-            src = self.snap_src[e0:e1]
-            dst = self.snap_dst[e0:e1]
-            j = self.snap_k[e0:e1] - lo
-            attr = self.snap_attr[e0:e1]
+            src_row = self.snap_src_row[e0:e1] - r0
+            dst_row = self.snap_dst_row[e0:e1] - r0
+            rel, attr = self.snap_rel[e0:e1], self.snap_attr[e0:e1]
             edge_index, edge_attr = {}, {}
             for r, (s_t, name, d_t) in enumerate(RELATIONS):
                 m = rel == r
-                if not bool(m.any()) or s_t not in x_dict or d_t not in x_dict:
+                if not bool(m.any()):
                     continue
-                s_local = j[m] * len(self.type_ids[s_t]) + self.type_index[src[m]]
-                d_local = j[m] * len(self.type_ids[d_t]) + self.type_index[dst[m]]
+                s_local, d_local = local[src_row[m]], local[dst_row[m]]
                 edge_index[(s_t, name, d_t)] = torch.stack([s_local, d_local])
                 edge_index[(d_t, f"rev_{name}", s_t)] = torch.stack([d_local, s_local])
                 edge_attr[(s_t, name, d_t)] = attr[m]
                 edge_attr[(d_t, f"rev_{name}", s_t)] = attr[m]
             h = model.spatial(x_dict, edge_index, edge_attr)
-            blocks = [
-                h[t].view(S, len(self.type_ids[t]), d) if t in h else torch.zeros(S, 0, d, device=self.device)
-                for t in NODE_TYPES
-            ]
-            parts.append(torch.cat(blocks, dim=1))
-        if k_hi > hi:
-            parts.append(torch.zeros(k_hi - hi, n, d, device=self.device))
-        return torch.cat(parts, dim=0)
+            for t, m in masks.items():
+                emb[m] = h[t]
+        return SnapshotBatch(emb=torch.cat([emb, model.spatial.absent], dim=0), keys=self.act_key[r0:r1])
+
+    def sequences(self, batch: SnapshotBatch, bucket: Tensor, node: Tensor, history: int) -> Tensor:
+        """[U, L, d]: for each (bucket b, node v), its embeddings in snapshots b - L .. b - 1;
+        a snapshot where the node was inactive (or before the data starts) gives "absent"."""
+        steps = bucket.unsqueeze(1) - history + torch.arange(history, device=self.device).unsqueeze(0)
+        key = steps * self.n_nodes + node.unsqueeze(1)
+        n_rows = len(batch.keys)
+        if n_rows:
+            pos = torch.searchsorted(batch.keys, key).clamp(max=n_rows - 1)
+            found = (batch.keys[pos] == key) & (steps >= 0)
+        else:
+            pos = torch.zeros_like(key)
+            found = torch.zeros_like(key, dtype=torch.bool)
+        absent = n_rows + self.node_type[node].unsqueeze(1).expand_as(key)
+        return batch.emb[torch.where(found, pos, absent)]
 
 
 class PairHistory:
@@ -187,8 +207,7 @@ class NegativeSampler:
 def _score_rows(
     model: HybridGNNLSTM,
     gt: GraphTensors,
-    emb: Tensor,
-    k_lo: int,
+    batch: SnapshotBatch,
     bucket: np.ndarray,
     src: np.ndarray,
     dst: np.ndarray,
@@ -197,15 +216,14 @@ def _score_rows(
     x: np.ndarray,
 ) -> tuple[Tensor, Tensor]:
     """Link logits [B] and attribute surprisal [B] (nats) for rows (events or negatives) whose
-    snapshots live in ``emb`` from ``k_lo``."""
+    history snapshots are in ``batch``."""
     dev = gt.device
-    n = gt.windows.n_nodes
-    offset = torch.from_numpy(bucket - k_lo).to(dev)
+    n = gt.n_nodes
     nodes = torch.from_numpy(np.concatenate([src, dst, np.maximum(ctx, 0)])).to(dev)
-    offsets = offset.repeat(3)
-    key = offsets * n + nodes
-    uniq, inverse = torch.unique(key, return_inverse=True)
-    fused, _ = model.node_states(emb, uniq // n, uniq % n)
+    buckets = torch.from_numpy(bucket).to(dev).repeat(3)
+    uniq, inverse = torch.unique(buckets * n + nodes, return_inverse=True)
+    seq = gt.sequences(batch, uniq // n, uniq % n, model.config.history)
+    fused, _ = model.node_states(seq)
     h = fused[inverse].view(3, len(src), -1)
     xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
     has_ctx = torch.from_numpy(ctx >= 0).to(dev)
@@ -249,8 +267,7 @@ def _chunk_loss(
 ) -> tuple[Tensor, np.ndarray, np.ndarray]:
     w = gt.windows
     L = model.config.history
-    emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-    k_lo = c0 - L
+    batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
     b, s, d, c, r = (w.event_bucket[idx], w.event_src[idx], w.event_dst[idx], w.event_ctx[idx], w.event_rel[idx])
     dsts, xs = [d], [w.event_x[idx]]
     for _ in range(negatives):
@@ -259,7 +276,7 @@ def _chunk_loss(
         xs.append(neg_x)
     k = negatives + 1
     logits, attr_nll = _score_rows(
-        model, gt, emb, k_lo, np.tile(b, k), np.tile(s, k), np.concatenate(dsts), np.tile(c, k), np.tile(r, k),
+        model, gt, batch, np.tile(b, k), np.tile(s, k), np.concatenate(dsts), np.tile(c, k), np.tile(r, k),
         np.concatenate(xs).astype(np.float32),
     )
     labels = torch.cat([torch.ones(len(idx)), torch.zeros(negatives * len(idx))]).to(gt.device)
@@ -385,9 +402,9 @@ def score_components(
         sel = np.arange(lo, hi)[wanted[lo:hi]]
         if len(sel) == 0:
             continue
-        emb = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
+        batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
         logits, attr_nll = _score_rows(
-            model, gt, emb, c0 - L, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
+            model, gt, batch, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
         )
         parts[sel, 1] = F.softplus(-logits).cpu().numpy()

@@ -34,9 +34,9 @@ def test_every_event_gets_a_typed_edge_and_nodes_have_types(small_windows):
         m = w.event_rel == r
         assert (types[w.event_src[m]] == src_t).all()
         assert (types[w.event_dst[m]] == dst_t).all()
-    assert w.node_x.shape == (w.n_buckets, w.n_nodes, len(NODE_FEATURES))
+    assert w.act_x.shape == (len(w.act_node), len(NODE_FEATURES)) and len(w.act_ptr) == w.n_buckets + 1
     assert w.event_x.shape == (len(w.events), len(EVENT_FEATURES))
-    assert np.isfinite(w.node_x).all() and np.isfinite(w.event_x).all()
+    assert np.isfinite(w.act_x).all() and np.isfinite(w.event_x).all()
 
 
 def test_split_is_time_ordered(small_windows):

@@ -89,6 +89,8 @@ class SpatialEncoder(nn.Module):
             self.convs.append(HeteroConv(convs, aggr="sum"))
             self.norms.append(nn.ModuleDict({t: nn.LayerNorm(d) for t in NODE_TYPES}))
         self.dropout = nn.Dropout(config.dropout)
+        # Embedding of a node in a window where it did nothing, one per node type.
+        self.absent = nn.Parameter(0.1 * torch.randn(len(NODE_TYPES), d))
 
     def forward(
         self,
@@ -210,16 +212,12 @@ class HybridGNNLSTM(nn.Module):
         self.register_buffer("event_mean", torch.zeros(len(EVENT_FEATURES)))
         self.register_buffer("event_std", torch.ones(len(EVENT_FEATURES)))
 
-    def node_states(self, snapshot_emb: Tensor, bucket_offset: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
-        """Fused representation of ``node`` for events whose bucket sits at ``bucket_offset``.
+    def node_states(self, seq: Tensor) -> tuple[Tensor, Tensor]:
+        """Fused representation from a node's history of snapshot embeddings.
 
-        snapshot_emb: [S, N, d], the snapshots ``k_lo .. k_lo + S - 1``; for a bucket ``b`` the
-        history is snapshots ``b - L .. b - 1``, i.e. offsets ``b - k_lo - L .. b - k_lo - 1``.
+        seq: [U, L, d], oldest first; the last step is the most recent snapshot (the spatial view).
         Returns fused [U, d] and the time attention weights [U, L].
         """
-        L = self.config.history
-        steps = bucket_offset.unsqueeze(1) - L + torch.arange(L, device=node.device).unsqueeze(0)
-        seq = snapshot_emb[steps, node.unsqueeze(1)]  # [U, L, d]
         pooled, outputs, weights = self.temporal(seq)
         fused, _ = self.fusion(seq[:, -1], pooled, outputs)
         return fused, weights
