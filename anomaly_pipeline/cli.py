@@ -37,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         days=args.days,
         drift_start_day=args.drift_start_day,
     )
-    run_config = {"ops": {"hybrid_model": {"config": {"epochs": args.epochs}}}}
+    run_config = {"ops": {"hybrid_model": {"config": {"epochs_per_stage": args.epochs_per_stage}}}}
     print(f"materializing every asset on {source.describe()} (state: {settings.state_paths(args.home).home})",
           flush=True)
     summary = run_full_pipeline(args.home, run_config=run_config, resources={"event_source": source})
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--servers", type=int, default=30)
     run.add_argument("--days", type=int, default=10)
     run.add_argument("--seed", type=int, default=7)
-    run.add_argument("--epochs", type=int, default=6)
+    run.add_argument("--epochs-per-stage", type=int, default=None, help="override every curriculum stage's epochs")
     run.add_argument("--drift-start-day", type=int, default=None)
     run.set_defaults(func=_cmd_run)
 

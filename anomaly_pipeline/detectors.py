@@ -60,18 +60,22 @@ class HybridDetector:
         train_config: TrainConfig = TrainConfig(),
         fit_fpr: float = 0.01,
         on_epoch: Callable[[EpochStats], None] | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> None:
         self.model_config = model_config
         self.train_config = train_config
         self.fit_fpr = fit_fpr
         self.on_epoch = on_epoch
+        self.checkpoint_dir = checkpoint_dir
         self.model: HybridGNNLSTM | None = None
         self.history: list[EpochStats] = []
         self.threshold_: float | None = None
 
     def fit(self, windows: GraphWindows, idx: np.ndarray | None = None) -> HybridDetector:
         # Training uses the windows' own time split (train, early stopping on validation).
-        self.model, self.history = train_hybrid(windows, self.model_config, self.train_config, self.on_epoch)
+        self.model, self.history = train_hybrid(
+            windows, self.model_config, self.train_config, self.on_epoch, checkpoint_dir=self.checkpoint_dir
+        )
         self.model_config = self.model.config
         train_idx = windows.split_index("train") if idx is None else idx
         self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)

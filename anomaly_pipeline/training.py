@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,10 +46,41 @@ SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings, in epochs over the training buckets."""
+class CurriculumStage:
+    """One named stage of training.
 
-    epochs: int = 6
+    negatives: ``random`` (uniform destinations of the right type: easy), ``hard`` (destinations
+    drawn by popularity among nodes of the right type: plausible but unseen edges) or ``mixed``
+    (one of each). history: how many past snapshots the temporal encoder sees in this stage (None
+    = the model's full history), so early stages learn on short windows. adversarial_eps: size of
+    a sign-gradient perturbation of the standardised event features (0 = off).
+    """
+
+    name: str
+    epochs: int
+    negatives: str = "random"
+    history: int | None = None
+    adversarial_eps: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("random", "hard", "mixed"):
+            raise ValueError(f"stage {self.name}: negatives must be random, hard or mixed, got {self.negatives!r}")
+        if self.epochs < 1:
+            raise ValueError(f"stage {self.name}: epochs must be >= 1")
+
+
+DEFAULT_CURRICULUM: tuple[CurriculumStage, ...] = (
+    CurriculumStage("short_windows_random_negatives", epochs=2, negatives="random", history=2),
+    CurriculumStage("hard_negatives", epochs=2, negatives="hard"),
+    CurriculumStage("full_sequences", epochs=2, negatives="mixed"),
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; epochs are per curriculum stage, over the training buckets."""
+
+    stages: tuple[CurriculumStage, ...] = DEFAULT_CURRICULUM
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     chunk_buckets: int = 12
@@ -56,6 +88,16 @@ class TrainConfig:
     patience: int = 2
     seed: int = 0
     device: str = "auto"
+
+    @property
+    def epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stages)
+
+    def with_epochs_per_stage(self, epochs: int) -> TrainConfig:
+        """The same curriculum with every stage ``epochs`` long."""
+        from dataclasses import replace
+
+        return replace(self, stages=tuple(replace(st, epochs=epochs) for st in self.stages))
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -65,7 +107,9 @@ class TrainConfig:
 
 @dataclass
 class EpochStats:
-    epoch: int
+    epoch: int  # counted over all stages
+    stage: str
+    stage_epoch: int
     train_loss: float
     validation_loss: float
     validation_link_auc: float
@@ -185,14 +229,20 @@ class NegativeSampler:
         types = windows.nodes["node_type"].to_numpy()
         self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
         self.dst_type = types[windows.event_dst]
+        train = windows.split_index("train")
+        degree = np.bincount(windows.event_dst[train], minlength=n).astype(float) ** 0.75 + 1e-3
+        self.popularity = {t: degree[ids] / degree[ids].sum() for t, ids in self.type_ids.items() if len(ids)}
 
-    def corrupt_destination(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def corrupt_destination(self, idx: np.ndarray, hard: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Replace each event's destination by another node of the same type: uniformly (easy) or,
+        with ``hard``, in proportion to popularity (degree^0.75), which gives plausible edges."""
         w, n = self.w, self.w.n_nodes
         new_dst = w.event_dst[idx].copy()
         for t in NODE_TYPES:
             m = self.dst_type[idx] == t
             if m.any() and len(self.type_ids[t]):
-                new_dst[m] = self.rng.choice(self.type_ids[t], size=int(m.sum()))
+                p = self.popularity[t] if hard else None
+                new_dst[m] = self.rng.choice(self.type_ids[t], size=int(m.sum()), p=p)
         x = w.event_x[idx].copy()
         pair_prior = self.pairs.prior_count(w.event_src[idx] * n + new_dst, idx)
         ctx = w.event_ctx[idx]
@@ -214,18 +264,22 @@ def _score_rows(
     ctx: np.ndarray,
     rel: np.ndarray,
     x: np.ndarray,
+    history: int | None = None,
+    x_delta: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Link logits [B] and attribute surprisal [B] (nats) for rows (events or negatives) whose
-    history snapshots are in ``batch``."""
+    history snapshots are in ``batch``. ``x_delta`` perturbs the standardised event features."""
     dev = gt.device
     n = gt.n_nodes
     nodes = torch.from_numpy(np.concatenate([src, dst, np.maximum(ctx, 0)])).to(dev)
     buckets = torch.from_numpy(bucket).to(dev).repeat(3)
     uniq, inverse = torch.unique(buckets * n + nodes, return_inverse=True)
-    seq = gt.sequences(batch, uniq // n, uniq % n, model.config.history)
+    seq = gt.sequences(batch, uniq // n, uniq % n, history or model.config.history)
     fused, _ = model.node_states(seq)
     h = fused[inverse].view(3, len(src), -1)
     xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
+    if x_delta is not None:
+        xs = xs + x_delta
     has_ctx = torch.from_numpy(ctx >= 0).to(dev)
     logit, flag_logits, mean, log_var = model.decoder(
         h[0], h[1], h[2], has_ctx, torch.from_numpy(rel).to(dev), xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
@@ -263,27 +317,40 @@ def _chunk_loss(
     idx: np.ndarray,
     c0: int,
     c1: int,
-    negatives: int = 2,
+    stage: CurriculumStage,
 ) -> tuple[Tensor, np.ndarray, np.ndarray]:
     w = gt.windows
-    L = model.config.history
+    L = stage.history or model.config.history
     batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
     b, s, d, c, r = (w.event_bucket[idx], w.event_src[idx], w.event_dst[idx], w.event_ctx[idx], w.event_rel[idx])
+    kinds = {"random": (False, False), "hard": (True, True), "mixed": (False, True)}[stage.negatives]
     dsts, xs = [d], [w.event_x[idx]]
-    for _ in range(negatives):
-        neg_dst, neg_x = sampler.corrupt_destination(idx)
+    for hard in kinds:
+        neg_dst, neg_x = sampler.corrupt_destination(idx, hard=hard)
         dsts.append(neg_dst)
         xs.append(neg_x)
-    k = negatives + 1
-    logits, attr_nll = _score_rows(
-        model, gt, batch, np.tile(b, k), np.tile(s, k), np.concatenate(dsts), np.tile(c, k), np.tile(r, k),
-        np.concatenate(xs).astype(np.float32),
-    )
-    labels = torch.cat([torch.ones(len(idx)), torch.zeros(negatives * len(idx))]).to(gt.device)
-    link_loss = F.binary_cross_entropy_with_logits(logits, labels)
+    k = len(kinds) + 1
+    rows = (np.tile(b, k), np.tile(s, k), np.concatenate(dsts), np.tile(c, k), np.tile(r, k),
+            np.concatenate(xs).astype(np.float32))
+    labels = torch.cat([torch.ones(len(idx)), torch.zeros(len(kinds) * len(idx))]).to(gt.device)
     n = len(idx)
-    attr_loss = attr_nll[:n].mean() / (len(BINARY_ATTRIBUTES) + len(CONTINUOUS_ATTRIBUTES))
-    loss = link_loss + model.config.attribute_weight * attr_loss
+    n_attr = len(BINARY_ATTRIBUTES) + len(CONTINUOUS_ATTRIBUTES)
+
+    def loss_for(x_delta: Tensor | None) -> tuple[Tensor, Tensor]:
+        logits, attr_nll = _score_rows(model, gt, batch, *rows, history=L, x_delta=x_delta)
+        link_loss = F.binary_cross_entropy_with_logits(logits, labels)
+        return link_loss + model.config.attribute_weight * attr_nll[:n].mean() / n_attr, logits
+
+    if stage.adversarial_eps > 0 and model.training:
+        # Sign-gradient (FGSM) perturbation of the event features: train on the clean and the
+        # perturbed batch so scores do not hinge on tiny feature changes.
+        delta = torch.zeros(len(rows[0]), len(EVENT_FEATURES), device=gt.device, requires_grad=True)
+        clean, logits = loss_for(delta)
+        (grad,) = torch.autograd.grad(clean, delta, retain_graph=True)
+        perturbed, _ = loss_for(stage.adversarial_eps * grad.sign())
+        loss = 0.5 * (clean + perturbed)
+    else:
+        loss, logits = loss_for(None)
     return loss, logits.detach().cpu().numpy(), labels.cpu().numpy()
 
 
@@ -293,15 +360,22 @@ def _auc(scores: np.ndarray, target: np.ndarray) -> float:
     return float(roc_auc_score(target, scores)) if 0 < target.sum() < len(target) else float("nan")
 
 
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
 def train_hybrid(
     windows: GraphWindows,
     model_config: HybridConfig = HybridConfig(),
     train_config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[HybridGNNLSTM, list[EpochStats]]:
-    """Train on the training split, early-stop on the validation split's link-prediction loss.
+    """Train through the curriculum's stages on the training split; each stage early-stops on the
+    validation split's loss and hands its best weights to the next.
 
-    Returns the best model (by validation loss) and the per-epoch history.
+    With ``checkpoint_dir``, a checkpoint is written after every epoch and, if one is already
+    there, training resumes from it (same stage, next epoch, same random state), so a killed
+    training continues where it stopped. Returns the best model and the per-epoch history.
     """
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
@@ -332,8 +406,41 @@ def train_hybrid(
         return idx
 
     history: list[EpochStats] = []
-    best_state, best_loss, stale = None, math.inf, 0
-    for epoch in range(1, train_config.epochs + 1):
+    state = {"stage": 0, "stage_epoch": 0, "best_loss": math.inf, "stale": 0}
+    best_state = None
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        best_state = saved["best_model"]
+        state = saved["state"]
+        history = [EpochStats(**h) for h in saved["history"]]
+        rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+
+    def save_checkpoint() -> None:
+        if checkpoint is None:
+            return
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = checkpoint.with_suffix(".tmp")
+        torch.save(
+            {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "best_model": best_state,
+             "state": state, "history": [h.to_dict() for h in history], "rng": rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state()},
+            tmp,
+        )
+        tmp.replace(checkpoint)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+    while state["stage"] < len(train_config.stages):
+        stage = train_config.stages[state["stage"]]
+        if state["stage_epoch"] >= stage.epochs or state["stale"] >= train_config.patience:
+            # Stage done: the next one starts from this stage's best weights.
+            if best_state is not None:
+                model.load_state_dict(best_state)
+            state = {"stage": state["stage"] + 1, "stage_epoch": 0, "best_loss": math.inf, "stale": 0}
+            best_state = None
+            continue
         started = time.perf_counter()
         model.train()
         losses = []
@@ -342,7 +449,7 @@ def train_hybrid(
             idx = events_in(c0, c1, train_config.max_events_per_chunk)
             if len(idx) == 0:
                 continue
-            loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1)
+            loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -351,32 +458,36 @@ def train_hybrid(
         model.eval()
         val_losses, val_scores, val_targets = [], [], []
         with torch.no_grad():
-            # Fixed negatives for validation so epochs compare like with like.
-            sampler.rng = np.random.default_rng(train_config.seed + 1)
+            # Fixed negatives and sample for validation so epochs compare like with like.
+            val_rng = np.random.default_rng(train_config.seed + 1)
+            sampler.rng = val_rng
             for c0, c1 in val_chunks:
-                idx = events_in(c0, c1, train_config.max_events_per_chunk)
+                lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
+                idx = np.arange(lo, hi)
+                if len(idx) > train_config.max_events_per_chunk:
+                    idx = np.sort(val_rng.choice(idx, size=train_config.max_events_per_chunk, replace=False))
                 if len(idx) == 0:
                     continue
-                loss, logits, target = _chunk_loss(model, gt, sampler, idx, c0, c1)
+                loss, logits, target = _chunk_loss(model, gt, sampler, idx, c0, c1, stage)
                 val_losses.append(float(loss))
                 val_scores.append(logits)
                 val_targets.append(target)
             sampler.rng = rng
         val_loss = float(np.mean(val_losses)) if val_losses else float(np.mean(losses))
         val_auc = _auc(np.concatenate(val_scores), np.concatenate(val_targets)) if val_scores else float("nan")
-        stats = EpochStats(epoch, float(np.mean(losses)) if losses else float("nan"), val_loss, val_auc,
+        state["stage_epoch"] += 1
+        stats = EpochStats(len(history) + 1, stage.name, state["stage_epoch"],
+                           float(np.mean(losses)) if losses else float("nan"), val_loss, val_auc,
                            time.perf_counter() - started)
         history.append(stats)
+        if val_loss < state["best_loss"] - 1e-4:
+            state["best_loss"], state["stale"] = val_loss, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            state["stale"] += 1
+        save_checkpoint()
         if on_epoch is not None:
             on_epoch(stats)
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= train_config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
     model.eval()
     return model, history
 
@@ -420,6 +531,8 @@ def score_events(
 
 
 __all__ = [
+    "DEFAULT_CURRICULUM",
+    "CurriculumStage",
     "EpochStats",
     "GraphTensors",
     "TrainConfig",

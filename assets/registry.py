@@ -56,7 +56,11 @@ def registered_model(
         mlflow.log_params({f"window_{k}": v for k, v in graph_windows.config.__dict__.items()})
         for stats in hybrid_model.history:
             mlflow.log_metrics({"train_loss": stats.train_loss, "validation_loss": stats.validation_loss,
-                                "validation_link_auc": stats.validation_link_auc}, step=stats.epoch)
+                                "validation_link_auc": stats.validation_link_auc,
+                                f"stage.{stats.stage}.validation_loss": stats.validation_loss}, step=stats.epoch)
+        # Stage boundaries: the first global epoch of each curriculum stage.
+        boundaries = {h.stage: h.epoch for h in reversed(hybrid_model.history)}
+        mlflow.set_tags({f"curriculum.stage_start.{name}": str(epoch) for name, epoch in boundaries.items()})
         for detector, values in model_evaluation.metrics.items():
             mlflow.log_metrics({f"{detector}.{k}": v for k, v in values.items()})
         hybrid_metrics = model_evaluation.metrics[model_evaluation.hybrid_name]

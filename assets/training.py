@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 import pandas as pd
 import torch
 
@@ -13,20 +14,43 @@ from anomaly_pipeline.detectors import HybridDetector, IsolationForestDetector
 from anomaly_pipeline.graph import GraphWindows
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.plots import plot_training_history
-from anomaly_pipeline.training import EpochStats, TrainConfig
+from anomaly_pipeline.training import DEFAULT_CURRICULUM, CurriculumStage, EpochStats, TrainConfig
 
 from .common import OWNERS, md_image, md_table
 from .resources import StateResource
 
 
+class CurriculumStageConfig(dg.Config):
+    """One curriculum stage: negatives random | hard | mixed, optional shorter history (snapshots),
+    optional adversarial feature perturbation (0 = off)."""
+
+    name: str
+    epochs: int = 2
+    negatives: str = "random"
+    history: int | None = None
+    adversarial_eps: float = 0.0
+
+
+def _default_curriculum() -> list[CurriculumStageConfig]:
+    return [
+        CurriculumStageConfig(name=s.name, epochs=s.epochs, negatives=s.negatives, history=s.history,
+                              adversarial_eps=s.adversarial_eps)
+        for s in DEFAULT_CURRICULUM
+    ]
+
+
 class HybridTrainingConfig(dg.Config):
     """Hyper-parameters of the hybrid GNN-LSTM (shown in the Launchpad)."""
 
-    epochs: int = 6
+    curriculum: list[CurriculumStageConfig] = Field(default_factory=_default_curriculum)
+    epochs_per_stage: int | None = Field(default=None, description="overrides every stage's epochs")
     hidden: int = 32
     hops: int = 2
     gat_heads: int = 2
+    attention: bool = True
+    heterogeneous: bool = True
     bidirectional: bool = True
+    fusion: str = "cross_attention"
     learning_rate: float = 3e-3
     chunk_buckets: int = 12
     max_events_per_chunk: int = 4096
@@ -62,23 +86,31 @@ def hybrid_model(
     bidirectional LSTM with temporal attention over each entity's recent snapshots, cross-attention
     fusion with a learned gate, trained jointly by self-supervised temporal link prediction."""
     model_config = HybridConfig(
-        hidden=config.hidden, gat_heads=config.gat_heads, hops=config.hops,
-        bidirectional=config.bidirectional, history=graph_windows.config.history,
+        hidden=config.hidden, gat_heads=config.gat_heads, hops=config.hops, attention=config.attention,
+        heterogeneous=config.heterogeneous, bidirectional=config.bidirectional, fusion=config.fusion,
+        history=graph_windows.config.history,
+    )
+    stages = tuple(
+        CurriculumStage(name=st.name, epochs=config.epochs_per_stage or st.epochs, negatives=st.negatives,
+                        history=st.history, adversarial_eps=st.adversarial_eps)
+        for st in config.curriculum
     )
     train_config = TrainConfig(
-        epochs=config.epochs, learning_rate=config.learning_rate, chunk_buckets=config.chunk_buckets,
+        stages=stages, learning_rate=config.learning_rate, chunk_buckets=config.chunk_buckets,
         max_events_per_chunk=config.max_events_per_chunk, patience=config.patience, seed=config.seed,
         device=config.device,
     )
 
     def progress(stats: EpochStats) -> None:
         context.log.info(
-            f"epoch {stats.epoch}/{config.epochs}: train loss {stats.train_loss:.4f}, validation loss "
+            f"epoch {stats.epoch}/{train_config.epochs} ({stats.stage} {stats.stage_epoch}): train loss {stats.train_loss:.4f}, validation loss "
             f"{stats.validation_loss:.4f}, validation link AUC {stats.validation_link_auc:.4f} ({stats.seconds:.1f} s)"
         )
 
     started = time.perf_counter()
-    detector = HybridDetector(model_config, train_config, fit_fpr=config.alert_fpr, on_epoch=progress)
+    # Checkpoints per Dagster run: re-executing the run from failure resumes the training.
+    detector = HybridDetector(model_config, train_config, fit_fpr=config.alert_fpr, on_epoch=progress,
+                              checkpoint_dir=state.run_dir("checkpoints", context.run_id))
     detector.fit(graph_windows)
     seconds = time.perf_counter() - started
     path = detector.save(state.run_dir("models", context.run_id) / "hybrid")
@@ -86,7 +118,9 @@ def hybrid_model(
     history = pd.DataFrame([s.to_dict() for s in detector.history])
     best = history.loc[history["validation_loss"].idxmin()]
     n_params = sum(p.numel() for p in detector.model.parameters())
-    params = {**model_config.to_dict(), **{k: v for k, v in train_config.__dict__.items()}, "alert_fpr": config.alert_fpr}
+    params = {**model_config.to_dict(), **{k: v for k, v in train_config.__dict__.items() if k != "stages"},
+              "curriculum": " > ".join(f"{st.name}({st.epochs}, {st.negatives})" for st in stages),
+              "alert_fpr": config.alert_fpr}
     return dg.Output(
         TrainedHybrid(path=path, history=detector.history, threshold=float(detector.threshold_),
                       train_seconds=seconds, params=params, curve_path=curve),

@@ -17,7 +17,7 @@ from anomaly_pipeline.training import SCORE_PARTS, TrainConfig, score_components
 @pytest.fixture(scope="module")
 def trained(small_windows):
     epochs = []
-    det = HybridDetector(HybridConfig(hidden=16), TrainConfig(epochs=3, seed=1), on_epoch=epochs.append)
+    det = HybridDetector(HybridConfig(hidden=16), TrainConfig(seed=1).with_epochs_per_stage(1), on_epoch=epochs.append)
     det.fit(small_windows)
     return det, epochs
 

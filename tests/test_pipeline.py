@@ -18,7 +18,7 @@ from assets.runner import dagster_instance, run_full_pipeline
 TINY_SOURCE = EventSourceResource(seed=3, n_users=30, n_servers=8, days=5, events_per_user_day=40.0)
 FAST_CONFIG = {
     "ops": {
-        "hybrid_model": {"config": {"epochs": 2, "hidden": 16}},
+        "hybrid_model": {"config": {"epochs_per_stage": 1, "hidden": 16}},
         "graph_windows": {"config": {"history": 4}},
         # A low threshold so the drift sensor has something to react to.
         "drift_report": {"config": {"drift_share_threshold": 0.01}},

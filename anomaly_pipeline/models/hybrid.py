@@ -37,18 +37,39 @@ def message_passing_relations() -> list[EdgeType]:
     return rels
 
 
+FUSION_MODES = ("cross_attention", "concat", "early", "spatial_only")
+
+
 @dataclass(frozen=True)
 class HybridConfig:
     """Architecture hyper-parameters (saved with the weights; the model is rebuilt from them)."""
 
     hidden: int = 32
     gat_heads: int = 2
-    hops: int = 2  # message-passing layers: first GAT (attention), then GCN-style mean aggregation
+    # Message-passing layers (0 to 3): the first is graph attention (or plain GCN-style mean
+    # aggregation when ``attention`` is off), the rest GCN-style mean aggregation. 0 = no graph:
+    # the temporal encoder sees only each node's own features (the LSTM-only ablation).
+    hops: int = 2
+    attention: bool = True
+    heterogeneous: bool = True  # one weight set per relation type; False shares one across all
     bidirectional: bool = True
+    # How the spatial view (latest snapshot) and the temporal view (LSTM over the history) meet:
+    # cross_attention (late, gated; default), concat (late, plain concatenation), early (the
+    # LSTM's last output only: spatial information enters only through the sequence),
+    # spatial_only (static GNN ablation: no LSTM).
+    fusion: str = "cross_attention"
     history: int = 6
     decoder_hidden: int = 64
     dropout: float = 0.1
     attribute_weight: float = 0.5  # weight of the attribute likelihood in the training loss
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hops <= 3:
+            raise ValueError(f"hops must be 0 to 3, got {self.hops}")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        if self.hidden % 2:
+            raise ValueError(f"hidden must be even (bidirectional LSTM halves), got {self.hidden}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +80,9 @@ class SpatialEncoder(nn.Module):
 
     Layer 1 is graph attention (GAT, Velickovic et al. 2018) with edge features, one weight set
     per relation type; further layers are GCN-style mean aggregation (SAGEConv) for multi-hop
-    context. Residual connections and LayerNorm keep inactive nodes' embeddings stable.
+    context. Residual connections and LayerNorm keep embeddings stable. Switches (ablations):
+    ``attention=False`` makes layer 1 mean aggregation too, ``heterogeneous=False`` shares one
+    weight set across relations and node types, ``hops`` sets the depth (0 = no message passing).
 
     Shapes:
         x_dict[t]: [S * n_t, len(NODE_FEATURES)] -> out[t]: [S * n_t, hidden]
@@ -68,24 +91,29 @@ class SpatialEncoder(nn.Module):
     def __init__(self, config: HybridConfig) -> None:
         super().__init__()
         d = config.hidden
-        self.input_proj = nn.ModuleDict({t: nn.Linear(len(NODE_FEATURES), d) for t in NODE_TYPES})
+        self.config = config
+        if config.heterogeneous:
+            self.input_proj = nn.ModuleDict({t: nn.Linear(len(NODE_FEATURES), d) for t in NODE_TYPES})
+        else:
+            shared = nn.Linear(len(NODE_FEATURES), d)
+            self.input_proj = nn.ModuleDict({t: shared for t in NODE_TYPES})
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for layer in range(config.hops):
-            if layer == 0:
-                convs = {
-                    rel: GATConv(
-                        (d, d),
-                        d,
-                        heads=config.gat_heads,
-                        concat=False,
-                        edge_dim=len(EDGE_FEATURES),
+
+            def make_conv(layer: int = layer) -> nn.Module:
+                if layer == 0 and config.attention:
+                    return GATConv(
+                        (d, d), d, heads=config.gat_heads, concat=False, edge_dim=len(EDGE_FEATURES),
                         add_self_loops=False,
                     )
-                    for rel in message_passing_relations()
-                }
+                return SAGEConv((d, d), d, aggr="mean")
+
+            if config.heterogeneous:
+                convs = {rel: make_conv() for rel in message_passing_relations()}
             else:
-                convs = {rel: SAGEConv((d, d), d, aggr="mean") for rel in message_passing_relations()}
+                one = make_conv()
+                convs = {rel: one for rel in message_passing_relations()}
             self.convs.append(HeteroConv(convs, aggr="sum"))
             self.norms.append(nn.ModuleDict({t: nn.LayerNorm(d) for t in NODE_TYPES}))
         self.dropout = nn.Dropout(config.dropout)
@@ -100,7 +128,8 @@ class SpatialEncoder(nn.Module):
     ) -> dict[str, Tensor]:
         h = {t: torch.relu(self.input_proj[t](x)) for t, x in x_dict.items()}
         for layer, (conv, norms) in enumerate(zip(self.convs, self.norms, strict=True)):
-            kwargs = {"edge_attr_dict": edge_attr_dict} if layer == 0 else {}
+            attends = layer == 0 and self.config.attention
+            kwargs = {"edge_attr_dict": edge_attr_dict} if attends else {}
             out = conv(h, edge_index_dict, **kwargs)
             h = {t: norms[t](h[t] + self.dropout(torch.relu(out[t])) if t in out else h[t]) for t in h}
         return h
@@ -208,6 +237,7 @@ class HybridGNNLSTM(nn.Module):
         self.spatial = SpatialEncoder(config)
         self.temporal = TemporalEncoder(config)
         self.fusion = CrossAttentionFusion(config)
+        self.concat = nn.Sequential(nn.Linear(2 * config.hidden, config.hidden), nn.ReLU())
         self.decoder = EventDecoder(config)
         self.register_buffer("event_mean", torch.zeros(len(EVENT_FEATURES)))
         self.register_buffer("event_std", torch.ones(len(EVENT_FEATURES)))
@@ -218,6 +248,15 @@ class HybridGNNLSTM(nn.Module):
         seq: [U, L, d], oldest first; the last step is the most recent snapshot (the spatial view).
         Returns fused [U, d] and the time attention weights [U, L].
         """
+        mode = self.config.fusion
+        if mode == "spatial_only":
+            return seq[:, -1], torch.nn.functional.one_hot(
+                torch.full((len(seq),), seq.shape[1] - 1, device=seq.device), seq.shape[1]
+            ).float()
         pooled, outputs, weights = self.temporal(seq)
+        if mode == "early":
+            return outputs[:, -1], weights
+        if mode == "concat":
+            return self.concat(torch.cat([seq[:, -1], pooled], dim=-1)), weights
         fused, _ = self.fusion(seq[:, -1], pooled, outputs)
         return fused, weights
