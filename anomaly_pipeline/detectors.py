@@ -22,6 +22,7 @@ from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM
 from anomaly_pipeline.training import EpochStats, TrainConfig, score_events, train_hybrid
 
 WEIGHTS_FILE = "state_dict.pt"
+CALIBRATION_POINTS = 1001
 CONFIG_FILE = "detector.json"
 
 
@@ -70,6 +71,7 @@ class HybridDetector:
         self.model: HybridGNNLSTM | None = None
         self.history: list[EpochStats] = []
         self.threshold_: float | None = None
+        self.calibration_: np.ndarray | None = None
 
     def fit(self, windows: GraphWindows, idx: np.ndarray | None = None) -> HybridDetector:
         # Training uses the windows' own time split (train, early stopping on validation).
@@ -79,7 +81,19 @@ class HybridDetector:
         self.model_config = self.model.config
         train_idx = windows.split_index("train") if idx is None else idx
         self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)
+        # Calibration: where a score falls among validation scores (the later, unseen period).
+        val_idx = windows.split_index("validation")
+        reference = self.decision_function(windows, val_idx if len(val_idx) else train_idx)
+        self.calibration_ = np.quantile(reference[np.isfinite(reference)], np.linspace(0, 1, CALIBRATION_POINTS))
         return self
+
+    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+        """Share of validation events that scored at least as high (1 = ordinary, ~0 = rarer
+        than anything in validation): comparable across models and retrains."""
+        if self.calibration_ is None:
+            raise RuntimeError("HybridDetector: fit() before calibrate()")
+        rank = np.searchsorted(self.calibration_, np.asarray(scores, dtype=float), side="left")
+        return 1.0 - rank / len(self.calibration_)
 
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
         if self.model is None:
@@ -99,6 +113,7 @@ class HybridDetector:
                     "detector": self.name,
                     "model_config": self.model_config.to_dict(),
                     "threshold": self.threshold_,
+                    "calibration_quantiles": None if self.calibration_ is None else self.calibration_.tolist(),
                     "fit_fpr": self.fit_fpr,
                     "node_features": list(NODE_FEATURES),
                     "event_features": list(EVENT_FEATURES),
@@ -123,6 +138,8 @@ class HybridDetector:
         det.model.load_state_dict(state)
         det.model.to(device).eval()
         det.threshold_ = meta["threshold"]
+        if meta.get("calibration_quantiles") is not None:
+            det.calibration_ = np.asarray(meta["calibration_quantiles"], dtype=float)
         return det
 
 

@@ -47,7 +47,8 @@ def model_signature():  # noqa: ANN201 - mlflow.models.ModelSignature
     inputs = Schema(
         [ColSpec("double" if c.name in _FLOAT_COLUMNS else "string", c.name, required=c.required) for c in COLUMNS]
     )
-    outputs = Schema([ColSpec("string", "event_id"), ColSpec("double", "score"), ColSpec("boolean", "alert")])
+    outputs = Schema([ColSpec("string", "event_id"), ColSpec("double", "score"), ColSpec("double", "calibrated_tail"),
+                      ColSpec("boolean", "alert")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -73,6 +74,7 @@ class HybridPyfunc(PythonModel):
             {
                 "event_id": windows.events["event_id"].astype(str).to_numpy(),
                 "score": scores,
+                "calibrated_tail": self.detector.calibrate(scores),
                 "alert": scores > float(self.detector.threshold_),
             }
         )

@@ -42,7 +42,7 @@ LINK_IDX = [_F[n] for n in LINK_INPUTS]
 ATTR_CTX_IDX = [_F[n] for n in ATTRIBUTE_CONTEXT]
 BINARY_IDX = [_F[n] for n in BINARY_ATTRIBUTES]
 CONTINUOUS_IDX = [_F[n] for n in CONTINUOUS_ATTRIBUTES]
-SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise")
+SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise", "supervised_attack")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,13 @@ class TrainConfig:
     chunk_buckets: int = 12
     max_events_per_chunk: int = 4096
     patience: int = 2
+    # Multi-task: weight of the supervised attack head, trained on labelled training events
+    # (0 = off, fully self-supervised). When on, its -log(1 - p(attack)) joins the score.
+    supervised_weight: float = 0.0
+    # Joint end-to-end training (default) or sequential: the first stage trains the spatial
+    # encoder and the decoder with the temporal path frozen, later stages freeze the spatial
+    # encoder and train the temporal path, fusion and decoder.
+    joint: bool = True
     seed: int = 0
     device: str = "auto"
 
@@ -266,9 +273,10 @@ def _score_rows(
     x: np.ndarray,
     history: int | None = None,
     x_delta: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Link logits [B] and attribute surprisal [B] (nats) for rows (events or negatives) whose
-    history snapshots are in ``batch``. ``x_delta`` perturbs the standardised event features."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Link logits [B], attribute surprisal [B] (nats) and supervised attack logits [B] for rows
+    (events or negatives) whose history snapshots are in ``batch``. ``x_delta`` perturbs the
+    standardised event features."""
     dev = gt.device
     n = gt.n_nodes
     nodes = torch.from_numpy(np.concatenate([src, dst, np.maximum(ctx, 0)])).to(dev)
@@ -281,12 +289,14 @@ def _score_rows(
     if x_delta is not None:
         xs = xs + x_delta
     has_ctx = torch.from_numpy(ctx >= 0).to(dev)
+    rel_t = torch.from_numpy(rel).to(dev)
     logit, flag_logits, mean, log_var = model.decoder(
-        h[0], h[1], h[2], has_ctx, torch.from_numpy(rel).to(dev), xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
+        h[0], h[1], h[2], has_ctx, rel_t, xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
     )
     flags = torch.from_numpy(x[:, BINARY_IDX]).to(dev)
     flag_nll = F.binary_cross_entropy_with_logits(flag_logits, flags, reduction="none").sum(-1)
-    return logit, flag_nll + _attribute_nll(mean, log_var, xs[:, CONTINUOUS_IDX])
+    attack_logit = model.supervised(model.decoder.context(h[0], h[1], h[2], has_ctx, rel_t), xs[:, LINK_IDX])
+    return logit, flag_nll + _attribute_nll(mean, log_var, xs[:, CONTINUOUS_IDX]), attack_logit
 
 
 STUDENT_T_DOF = 4.0
@@ -318,6 +328,7 @@ def _chunk_loss(
     c0: int,
     c1: int,
     stage: CurriculumStage,
+    supervised_weight: float = 0.0,
 ) -> tuple[Tensor, np.ndarray, np.ndarray]:
     w = gt.windows
     L = stage.history or model.config.history
@@ -336,10 +347,21 @@ def _chunk_loss(
     n = len(idx)
     n_attr = len(BINARY_ATTRIBUTES) + len(CONTINUOUS_ATTRIBUTES)
 
+    event_labels = torch.from_numpy(np.nan_to_num(w.labels[idx], nan=-1.0)).float().to(gt.device)
+    labelled = event_labels >= 0
+
     def loss_for(x_delta: Tensor | None) -> tuple[Tensor, Tensor]:
-        logits, attr_nll = _score_rows(model, gt, batch, *rows, history=L, x_delta=x_delta)
+        logits, attr_nll, attack_logit = _score_rows(model, gt, batch, *rows, history=L, x_delta=x_delta)
         link_loss = F.binary_cross_entropy_with_logits(logits, labels)
-        return link_loss + model.config.attribute_weight * attr_nll[:n].mean() / n_attr, logits
+        loss = link_loss + model.config.attribute_weight * attr_nll[:n].mean() / n_attr
+        if supervised_weight > 0 and bool(labelled.any()):
+            # Attacks are rare: weigh positives by the inverse label frequency of the batch.
+            y = event_labels[labelled]
+            pos_weight = ((1 - y).sum() / y.sum().clamp(min=1.0)).clamp(max=100.0)
+            loss = loss + supervised_weight * F.binary_cross_entropy_with_logits(
+                attack_logit[:n][labelled], y, pos_weight=pos_weight
+            )
+        return loss, logits
 
     if stage.adversarial_eps > 0 and model.training:
         # Sign-gradient (FGSM) perturbation of the event features: train on the clean and the
@@ -361,6 +383,21 @@ def _auc(scores: np.ndarray, target: np.ndarray) -> float:
 
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _set_trainable(model: HybridGNNLSTM, joint: bool, stage_index: int) -> None:
+    """Joint: everything trains. Sequential: stage 0 trains the spatial encoder (temporal path
+    frozen), later stages train the temporal path (spatial encoder frozen)."""
+    spatial_phase = stage_index == 0
+    for name, param in model.named_parameters():
+        if joint:
+            param.requires_grad_(True)
+        elif name.startswith("spatial."):
+            param.requires_grad_(spatial_phase)
+        elif name.startswith(("temporal.", "fusion.", "concat.")):
+            param.requires_grad_(not spatial_phase)
+        else:
+            param.requires_grad_(True)
 
 
 def train_hybrid(
@@ -387,6 +424,7 @@ def train_hybrid(
     if len(train_idx) == 0:
         raise ValueError("the training split is empty: provide more days of events or raise train_fraction")
     x_train = windows.event_x[train_idx]
+    model.supervised_weight.fill_(train_config.supervised_weight)
     model.event_mean.copy_(torch.from_numpy(x_train.mean(axis=0)))
     model.event_std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-3))
     gt = GraphTensors(windows, device)
@@ -442,6 +480,7 @@ def train_hybrid(
             best_state = None
             continue
         started = time.perf_counter()
+        _set_trainable(model, train_config.joint, state["stage"])
         model.train()
         losses = []
         for ci in rng.permutation(len(train_chunks)):
@@ -449,7 +488,7 @@ def train_hybrid(
             idx = events_in(c0, c1, train_config.max_events_per_chunk)
             if len(idx) == 0:
                 continue
-            loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage)
+            loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage, train_config.supervised_weight)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -514,12 +553,14 @@ def score_components(
         if len(sel) == 0:
             continue
         batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-        logits, attr_nll = _score_rows(
+        logits, attr_nll, attack_logit = _score_rows(
             model, gt, batch, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
         )
         parts[sel, 1] = F.softplus(-logits).cpu().numpy()
         parts[sel, 2] = attr_nll.cpu().numpy()
+        # -log(1 - p(attack)), only when the supervised head was trained (weight stored on the model).
+        parts[sel, 3] = model.supervised_weight.item() * F.softplus(attack_logit).cpu().numpy()
     return parts[idx]
 
 

@@ -52,6 +52,8 @@ class HybridTrainingConfig(dg.Config):
     bidirectional: bool = True
     fusion: str = "cross_attention"
     learning_rate: float = 3e-3
+    supervised_weight: float = Field(default=0.0, description="multi-task attack head on labelled events; 0 = off")
+    joint: bool = Field(default=True, description="joint end-to-end training; False = sequential")
     chunk_buckets: int = 12
     max_events_per_chunk: int = 4096
     patience: int = 2
@@ -98,6 +100,7 @@ def hybrid_model(
     train_config = TrainConfig(
         stages=stages, learning_rate=config.learning_rate, chunk_buckets=config.chunk_buckets,
         max_events_per_chunk=config.max_events_per_chunk, patience=config.patience, seed=config.seed,
+        supervised_weight=config.supervised_weight, joint=config.joint,
         device=config.device,
     )
 

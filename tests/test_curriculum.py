@@ -66,3 +66,30 @@ def test_killed_training_resumes_from_the_last_checkpoint(small_windows, tmp_pat
 def test_invalid_stage_is_refused():
     with pytest.raises(ValueError, match="negatives must be random, hard or mixed"):
         CurriculumStage("x", epochs=1, negatives="adversarial")
+
+
+def test_supervised_head_joins_the_score_only_when_trained(small_windows):
+    from anomaly_pipeline.training import score_components
+
+    cfg = TrainConfig(stages=(CurriculumStage("one", epochs=1),), max_events_per_chunk=512, chunk_buckets=24)
+    unsupervised, _ = train_hybrid(small_windows, MODEL, cfg)
+    supervised, _ = train_hybrid(small_windows, MODEL, TrainConfig(**{**cfg.__dict__, "supervised_weight": 1.0}))
+    idx = small_windows.split_index("test")
+    assert np.allclose(score_components(unsupervised, small_windows, idx)[:, 3], 0.0)
+    part = score_components(supervised, small_windows, idx)[:, 3]
+    assert (part > 0).all() and np.isfinite(part).all()
+
+
+def test_sequential_training_freezes_one_path_per_phase():
+    from anomaly_pipeline.models.hybrid import HybridGNNLSTM
+    from anomaly_pipeline.training import _set_trainable
+
+    model = HybridGNNLSTM(MODEL)
+    _set_trainable(model, joint=False, stage_index=0)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("spatial."))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("temporal."))
+    _set_trainable(model, joint=False, stage_index=1)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("spatial."))
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("temporal.", "fusion.")))
+    _set_trainable(model, joint=True, stage_index=1)
+    assert all(p.requires_grad for p in model.parameters())

@@ -71,3 +71,13 @@ def test_loading_a_model_with_other_features_is_refused(trained, tmp_path):
     (tmp_path / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="retrain"):
         HybridDetector.load(tmp_path)
+
+
+def test_calibration_maps_scores_to_validation_tail_shares(trained, small_windows):
+    det, _ = trained
+    val = det.decision_function(small_windows, small_windows.split_index("validation"))
+    tail = det.calibrate(val)
+    assert ((tail >= 0) & (tail <= 1)).all()
+    # About 1% of validation events sit in the top 1% tail.
+    assert np.mean(tail <= 0.01) == pytest.approx(0.01, abs=0.01)
+    assert det.calibrate(np.array([val.max() + 100.0]))[0] == 0.0

@@ -180,6 +180,19 @@ class CrossAttentionFusion(nn.Module):
         return self.norm(gate * spatial + (1 - gate) * temporal_repr), gate
 
 
+class SupervisedHead(nn.Module):
+    """Logit that an event is an attack, from the same representation as the link head; trained
+    only where labels exist (multi-task with the self-supervised objectives)."""
+
+    def __init__(self, config: HybridConfig) -> None:
+        super().__init__()
+        d, hd = config.hidden, config.decoder_hidden
+        self.mlp = nn.Sequential(nn.Linear(3 * d + 8 + len(LINK_INPUTS), hd), nn.ReLU(), nn.Linear(hd, 1))
+
+    def forward(self, z: Tensor, link_x: Tensor) -> Tensor:
+        return self.mlp(torch.cat([z, link_x], dim=-1)).squeeze(-1)
+
+
 class EventDecoder(nn.Module):
     """Two heads over an event's source, destination and context representations.
 
@@ -219,13 +232,17 @@ class EventDecoder(nn.Module):
     def forward(
         self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, link_x: Tensor, attr_ctx: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        h_ctx = torch.where(has_ctx.unsqueeze(-1), h_ctx, self.no_context.expand_as(h_ctx))
-        z = torch.cat([h_src, h_dst, h_ctx, self.rel_emb(rel)], dim=-1)
+        z = self.context(h_src, h_dst, h_ctx, has_ctx, rel)
         logit = self.link(torch.cat([z, link_x], dim=-1)).squeeze(-1)
         out = self.attribute(torch.cat([z, attr_ctx], dim=-1))
         nb = len(BINARY_ATTRIBUTES)
         mean, log_var = out[:, nb:].chunk(2, dim=-1)
         return logit, out[:, :nb], mean, log_var.clamp(-3.0, 6.0)
+
+    def context(self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor) -> Tensor:
+        """[B, 3d + 8]: source, destination, context (or the learned "no context") and relation."""
+        h_ctx = torch.where(has_ctx.unsqueeze(-1), h_ctx, self.no_context.expand_as(h_ctx))
+        return torch.cat([h_src, h_dst, h_ctx, self.rel_emb(rel)], dim=-1)
 
 
 class HybridGNNLSTM(nn.Module):
@@ -239,8 +256,11 @@ class HybridGNNLSTM(nn.Module):
         self.fusion = CrossAttentionFusion(config)
         self.concat = nn.Sequential(nn.Linear(2 * config.hidden, config.hidden), nn.ReLU())
         self.decoder = EventDecoder(config)
+        self.supervised = SupervisedHead(config)
         self.register_buffer("event_mean", torch.zeros(len(EVENT_FEATURES)))
         self.register_buffer("event_std", torch.ones(len(EVENT_FEATURES)))
+        # Weight of the supervised head's -log(1 - p(attack)) in the score (0: not trained).
+        self.register_buffer("supervised_weight", torch.zeros(()))
 
     def node_states(self, seq: Tensor) -> tuple[Tensor, Tensor]:
         """Fused representation from a node's history of snapshot embeddings.
