@@ -261,7 +261,7 @@ class NegativeSampler:
         return new_dst, x
 
 
-def _score_rows(
+def _decode_rows(
     model: HybridGNNLSTM,
     gt: GraphTensors,
     batch: SnapshotBatch,
@@ -273,9 +273,11 @@ def _score_rows(
     x: np.ndarray,
     history: int | None = None,
     x_delta: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Link logits [B], attribute surprisal [B] (nats) and supervised attack logits [B] for rows
-    (events or negatives) whose history snapshots are in ``batch``. ``x_delta`` perturbs the
+) -> dict[str, Tensor]:
+    """Everything the model says about rows (events or negatives) whose history snapshots are in
+    ``batch``: link logits [B], binary-flag surprisal [B, Tb] and continuous-attribute surprisal
+    [B, Tc] (nats), attribute means [B, Tc] (standardised), supervised attack logits [B], and the
+    time attention [3, B, L] of source, destination and context. ``x_delta`` perturbs the
     standardised event features."""
     dev = gt.device
     n = gt.n_nodes
@@ -283,7 +285,7 @@ def _score_rows(
     buckets = torch.from_numpy(bucket).to(dev).repeat(3)
     uniq, inverse = torch.unique(buckets * n + nodes, return_inverse=True)
     seq = gt.sequences(batch, uniq // n, uniq % n, history or model.config.history)
-    fused, _ = model.node_states(seq)
+    fused, time_weights = model.node_states(seq)
     h = fused[inverse].view(3, len(src), -1)
     xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
     if x_delta is not None:
@@ -294,9 +296,20 @@ def _score_rows(
         h[0], h[1], h[2], has_ctx, rel_t, xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
     )
     flags = torch.from_numpy(x[:, BINARY_IDX]).to(dev)
-    flag_nll = F.binary_cross_entropy_with_logits(flag_logits, flags, reduction="none").sum(-1)
-    attack_logit = model.supervised(model.decoder.context(h[0], h[1], h[2], has_ctx, rel_t), xs[:, LINK_IDX])
-    return logit, flag_nll + _attribute_nll(mean, log_var, xs[:, CONTINUOUS_IDX]), attack_logit
+    return {
+        "link_logit": logit,
+        "flag_nll": F.binary_cross_entropy_with_logits(flag_logits, flags, reduction="none"),
+        "attribute_nll": _attribute_nll_per_dim(mean, log_var, xs[:, CONTINUOUS_IDX]),
+        "attribute_mean": mean,
+        "attack_logit": model.supervised(model.decoder.context(h[0], h[1], h[2], has_ctx, rel_t), xs[:, LINK_IDX]),
+        "time_attention": time_weights[inverse].view(3, len(src), -1),
+    }
+
+
+def _score_rows(*args, **kwargs) -> tuple[Tensor, Tensor, Tensor]:
+    """Link logits [B], attribute surprisal [B] (nats) and supervised attack logits [B]."""
+    out = _decode_rows(*args, **kwargs)
+    return out["link_logit"], out["flag_nll"].sum(-1) + out["attribute_nll"].sum(-1), out["attack_logit"]
 
 
 STUDENT_T_DOF = 4.0
@@ -305,15 +318,15 @@ _T_CONST = (
 )
 
 
-def _attribute_nll(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
-    """Per-row negative log-likelihood (nats) of ``target`` under independent Student-t
-    distributions (4 degrees of freedom, scale ``exp(log_var / 2)``).
+def _attribute_nll_per_dim(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
+    """Per-row, per-attribute negative log-likelihood (nats) of ``target`` under independent
+    Student-t distributions (4 degrees of freedom, scale ``exp(log_var / 2)``).
 
     Heavy tails on purpose: a Gaussian head grows overconfident on near-deterministic attributes
     (duration given volume) and then one benign outlier dimension swamps every other signal.
     """
     z2 = (target - mean) ** 2 * torch.exp(-log_var)
-    return (_T_CONST + 0.5 * log_var + 0.5 * (STUDENT_T_DOF + 1) * torch.log1p(z2 / STUDENT_T_DOF)).sum(-1)
+    return _T_CONST + 0.5 * log_var + 0.5 * (STUDENT_T_DOF + 1) * torch.log1p(z2 / STUDENT_T_DOF)
 
 
 def _chunks(windows: GraphWindows, lo_bucket: int, hi_bucket: int, size: int) -> list[tuple[int, int]]:

@@ -35,6 +35,32 @@ class ModelEvaluation:
     extra: dict = field(default_factory=dict)
 
 
+def _top_alerts_explained(hybrid, graph_windows: GraphWindows, test_scores, n: int = 10) -> pd.DataFrame:
+    """The n highest-scoring test events with the model's own reasons, for analysts."""
+    import numpy as np
+
+    from anomaly_pipeline.explain import explain_events
+
+    test_idx = graph_windows.split_index("test")
+    known = np.isfinite(graph_windows.labels[test_idx])
+    test_idx = test_idx[known]
+    top = test_idx[np.argsort(-test_scores)[:n]]
+    explanations = explain_events(hybrid.model, graph_windows, top)
+    events = graph_windows.events.iloc[top]
+    return pd.DataFrame(
+        {
+            "ts": events["ts"].astype(str).to_numpy(),
+            "relation": events["relation"].to_numpy(),
+            "user": events["user"].astype(str).to_numpy(),
+            "src_host": events["src_host"].astype(str).to_numpy(),
+            "dst_host": events["dst_host"].astype(str).to_numpy(),
+            "score": [round(e.score, 2) for e in explanations],
+            "truth": events["label_detail"].fillna("benign").astype(str).to_numpy(),
+            "reasons": ["; ".join(e.reasons) or "(combined surprise)" for e in explanations],
+        }
+    )
+
+
 @dg.asset(
     group_name="evaluation",
     kinds={"scikitlearn", "pytorch"},
@@ -73,10 +99,13 @@ def model_evaluation(
         table=report.table, metrics=metrics, markdown=report.markdown(), plot_path=plot,
         campaign_latency=report.campaign_latency, gate_passed=passed, gate_reason=reason, hybrid_name=hybrid.name,
     )
+    top_alerts = _top_alerts_explained(hybrid, graph_windows, report.test_scores[hybrid.name])
+    evaluation.extra["top_alerts"] = top_alerts
     yield dg.Output(
         evaluation,
         metadata={
             "comparison": dg.MetadataValue.md(evaluation.markdown),
+            "top_alerts_explained": md_table(top_alerts, 10),
             "curves": md_image(plot, "ROC and precision-recall on the test window"),
             "campaign_detection": md_table(report.campaign_latency.round(2), 40),
             "hybrid_roc_auc": metrics[hybrid.name]["roc_auc"],
