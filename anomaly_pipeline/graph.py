@@ -78,6 +78,8 @@ EVENT_FEATURES: tuple[str, ...] = (
     "pair_prior_mean_log_bytes_out",
     "pair_prior_mean_log_bytes_in",
     "pair_prior_mean_log_duration_s",
+    "log_pair_events_last_hour",
+    "log_dst_events_last_hour",
 )
 # The event's likelihood factorises as p(hour | source) * p(destination | source, time, history)
 # * p(attributes | source, destination, history); these name the features each factor sees.
@@ -112,6 +114,8 @@ CONTINUOUS_ATTRIBUTES: tuple[str, ...] = (
     "log_duration_s",
     "log_pair_gap_s",
     "pair_gap_irregularity",
+    "log_pair_events_last_hour",
+    "log_dst_events_last_hour",
 )
 ATTRIBUTE_TARGETS: tuple[str, ...] = BINARY_ATTRIBUTES + CONTINUOUS_ATTRIBUTES
 # Features whose distribution should hold still while the enterprise does: drift monitoring
@@ -449,6 +453,9 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
             _prior_mean(np.log1p(bytes_out), pair_key, src),
             _prior_mean(np.log1p(bytes_in), pair_key, src),
             _prior_mean(np.log1p(duration), pair_key, src),
+            # Bursts on the edge and on its destination (what MIDAS watches), trailing hour.
+            np.log1p(_trailing_count(pair_key, seconds, 3600.0)),
+            np.log1p(_trailing_count(dst, seconds, 3600.0)),
         ]
     ).astype(np.float32)
 

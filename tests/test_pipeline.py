@@ -39,7 +39,9 @@ def test_summary_has_every_key_and_reconciles(pipeline_runs):
     written = json.loads(settings.state_paths(home).summary_file.read_text())
     assert set(REQUIRED_KEYS) <= set(written)
     assert first["events_ingested"] + first["events_quarantined"] == first["events_read"] > 1000
-    assert set(first["metrics"]) == {"hybrid_gnn_lstm", "isolation_forest"}
+    assert set(first["metrics"]) == {
+        "hybrid_gnn_lstm", "heuristic_rules", "isolation_forest", "one_class_svm", "midas_r", "midas_f"
+    }
     for metrics in first["metrics"].values():
         assert 0.0 <= metrics["roc_auc"] <= 1.0 and 0.0 < metrics["average_precision"] <= 1.0
     assert 0.0 <= first["drift_share"] <= 1.0

@@ -410,6 +410,10 @@ class MidasDetector:
         self.threshold_: float | None = None
         self._cache: tuple[weakref.ref, np.ndarray] | None = None
 
+    def __getstate__(self) -> dict:
+        """Pickle without the per-windows score cache (a weak reference cannot be pickled)."""
+        return {**self.__dict__, "_cache": None}
+
     def ticks(self, windows: GraphWindows) -> np.ndarray:
         """Tick of each event: whole ``tick_seconds`` since the first event, plus 1."""
         ts = windows.events["ts"]

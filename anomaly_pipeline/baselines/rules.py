@@ -210,6 +210,10 @@ class HeuristicRulesDetector:
         self.threshold_: float | None = None
         self._cache: tuple[weakref.ref, np.ndarray] | None = None
 
+    def __getstate__(self) -> dict:
+        """Pickle without the per-windows score cache (a weak reference cannot be pickled)."""
+        return {**self.__dict__, "_cache": None}
+
     def rule_hits(self, events: pd.DataFrame) -> pd.DataFrame:
         """One boolean column per selected rule, one row per event of ``events`` (sorted by ts)."""
         compute = {

@@ -76,6 +76,7 @@ RedTeam = frozenset[tuple[int, str, str, str]]
 _S = pa.string()
 _I = pa.int64()
 _F = pa.float64()
+_D = common.DICT  # low-cardinality text: Arrow builds the dictionary while parsing
 SPECS: dict[str, common.DelimitedSpec] = {
     "auth": common.DelimitedSpec(
         "LANL auth",
@@ -95,15 +96,15 @@ SPECS: dict[str, common.DelimitedSpec] = {
             "source user@domain": _S,
             "source computer": _S,
             "destination computer": _S,
-            "authentication type": _S,
-            "logon type": _S,
-            "success/failure": _S,
+            "authentication type": _D,
+            "logon type": _D,
+            "success/failure": _D,
         },
     ),
     "proc": common.DelimitedSpec(
         "LANL proc",
         ("time", "user@domain", "computer", "process name", "start/end"),
-        {"time": _I, "user@domain": _S, "computer": _S, "process name": _S, "start/end": _S},
+        {"time": _I, "user@domain": _S, "computer": _S, "process name": _S, "start/end": _D},
     ),
     "flows": common.DelimitedSpec(
         "LANL flows",
@@ -124,7 +125,7 @@ SPECS: dict[str, common.DelimitedSpec] = {
             "source computer": _S,
             "destination computer": _S,
             "destination port": _S,
-            "protocol": _S,
+            "protocol": _D,
             "packet count": _F,
             "byte count": _F,
         },
@@ -153,8 +154,9 @@ def iter_lanl(
         path: the file, e.g. ``auth.txt.gz``.
         kind: ``"auth"``, ``"proc"``, ``"flows"``, ``"dns"`` or ``"auto"`` (from the file name,
             else from the first line's shape).
-        chunk_rows: most rows (lines) per yielded chunk; memory is proportional to it (about
-            250 MB per million auth rows).
+        chunk_rows: most rows (lines) per yielded chunk. Memory follows it, not the file
+            size: peak RSS measured on auth was ~0.35 GB at 100,000, ~0.75 GB at the default
+            500,000 and ~1.2 GB at 1,000,000 (the yielded chunk, the one being built, Arrow).
         epoch: the instant LANL's ``time`` 0 stands for (naive means UTC).
         redteam: red-team labels: a path to redteam.txt[.gz], or tuples
             ``(time, user@domain, source computer, destination computer)`` from
@@ -205,7 +207,9 @@ def load_redteam(path: str | Path) -> RedTeam:
         raise FileNotFoundError(
             f"red-team file not found: {path}; pass the path of redteam.txt or redteam.txt.gz"
         )
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
     out: set[tuple[int, str, str, str]] = set()
     with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
         for line_no, line in enumerate(handle, start=1):
@@ -294,7 +298,7 @@ def _iterate(
             values = convert(parsed.table, spec, reasons)
             values["ts"] = epoch_ns + time * _NS
             values["_time"] = time
-            reject = pd.notna(reasons)
+            reject = reasons.astype(bool)  # None -> False, a reason -> True
             values = common.reject_rows(parsed, block, values, reject, list(reasons[reject]))
             time = values.pop("_time")
             if labels is not None:

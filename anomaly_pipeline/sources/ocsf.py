@@ -153,18 +153,23 @@ def ocsf_record(obj: dict[str, Any]) -> tuple[Any, ...]:
         values["user"] = actor_user or user
         values["src_host"] = src
         values["dst_host"] = dst
-    values["dst_port"] = _port(_path(obj, "dst_endpoint", "port"))
-    values["protocol"] = _protocol(obj)
-    traffic = obj.get("traffic") if isinstance(obj.get("traffic"), dict) else {}
-    values["bytes_out"] = _number(traffic.get("bytes_out"), "traffic.bytes_out")
-    values["bytes_in"] = _number(traffic.get("bytes_in"), "traffic.bytes_in")
-    packets = _number(traffic.get("packets"), "traffic.packets")
-    if packets is None:
-        out_, in_ = (_number(traffic.get(k), f"traffic.{k}") for k in ("packets_out", "packets_in"))
-        packets = None if out_ is None and in_ is None else (out_ or 0.0) + (in_ or 0.0)
-    values["packets"] = packets
-    values["duration_s"] = _duration(obj)
-    return tuple(values.get(name) for name in common.JSON_FIELDS)
+    dst_endpoint = obj.get("dst_endpoint")
+    if isinstance(dst_endpoint, dict) and "port" in dst_endpoint:
+        values["dst_port"] = _port(dst_endpoint["port"])
+    if "connection_info" in obj:
+        values["protocol"] = _protocol(obj)
+    traffic = obj.get("traffic")
+    if isinstance(traffic, dict):
+        values["bytes_out"] = _number(traffic.get("bytes_out"), "traffic.bytes_out")
+        values["bytes_in"] = _number(traffic.get("bytes_in"), "traffic.bytes_in")
+        packets = _number(traffic.get("packets"), "traffic.packets")
+        if packets is None:
+            out_, in_ = (_number(traffic.get(k), f"traffic.{k}") for k in ("packets_out", "packets_in"))
+            packets = None if out_ is None and in_ is None else (out_ or 0.0) + (in_ or 0.0)
+        values["packets"] = packets
+    if "duration" in obj or "start_time" in obj:
+        values["duration_s"] = _duration(obj)
+    return tuple(map(values.get, common.JSON_FIELDS))
 
 
 def looks_like_ocsf(obj: dict[str, Any]) -> bool:

@@ -157,7 +157,7 @@ def windows_record(obj: dict[str, Any]) -> tuple[Any, ...]:
             auth_type="kerberos",
             success=_status_ok(fields.get("Status")),
         )
-    return tuple(values.get(name) for name in common.JSON_FIELDS)
+    return tuple(map(values.get, common.JSON_FIELDS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +176,8 @@ def _flatten(obj: dict[str, Any]) -> dict[str, Any]:
     data = event.get("EventData")
     if isinstance(data, dict):
         items = data.get("Data")
+        if isinstance(items, dict):  # xmltodict gives a lone <Data> element as an object
+            items = [items]
         if isinstance(items, list):
             for item in items:
                 if isinstance(item, dict):

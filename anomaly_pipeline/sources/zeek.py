@@ -62,15 +62,16 @@ _TYPES: dict[str, pa.DataType] = {
     "id.orig_h": pa.string(),
     "id.resp_h": pa.string(),
     "id.resp_p": pa.float64(),
-    "proto": pa.string(),
+    "proto": common.DICT,
     "duration": pa.float64(),
     "orig_bytes": pa.float64(),
     "resp_bytes": pa.float64(),
     "orig_pkts": pa.float64(),
     "resp_pkts": pa.float64(),
-    **dict.fromkeys(LABEL_FIELDS + DETAIL_FIELDS, pa.string()),
+    **dict.fromkeys(LABEL_FIELDS + DETAIL_FIELDS, common.DICT),
 }
 REQUIRED_FIELDS: tuple[str, ...] = ("ts", "id.orig_h", "id.resp_h")
+_MAX_EPOCH_S = 9.2e9  # datetime64[ns] ends in 2262
 
 
 def iter_zeek(
@@ -305,6 +306,11 @@ def _values(columns: dict[str, Any], n: int, reasons: np.ndarray) -> dict[str, A
     unset = np.isnan(ts)
     if unset.any():
         reasons[unset & pd.isna(reasons)] = "missing required field: ts is unset"
+    with np.errstate(invalid="ignore"):
+        too_far = ~unset & ~(np.abs(ts) < _MAX_EPOCH_S)
+    for i in np.flatnonzero(too_far).tolist():
+        reasons[i] = f"bad timestamp: ts {ts[i]!r} is out of range for epoch seconds (1678-2262)"
+    unset |= too_far
     protocol = common.dict_map(columns["proto"], common.protocol_of) if "proto" in columns else None
     port = num("id.resp_p")
     bad_port = ~np.isnan(port) & ((port < 0) | (port > 65535) | (np.mod(port, 1) != 0))
@@ -390,7 +396,7 @@ def _json_record(obj: dict[str, Any]) -> tuple[Any, ...]:
         "label": _label(label_text) if isinstance(label_text, str) else None,
         "label_detail": _json_text(detail),
     }
-    return tuple(values.get(name) for name in common.JSON_FIELDS)
+    return tuple(map(values.get, common.JSON_FIELDS))
 
 
 def _json_text(value: Any) -> str | None:
