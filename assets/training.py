@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 import pandas as pd
 import torch
+from pydantic import Field
 
 from anomaly_pipeline.detectors import HybridDetector, IsolationForestDetector
 from anomaly_pipeline.graph import GraphWindows
