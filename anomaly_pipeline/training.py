@@ -36,6 +36,7 @@ from anomaly_pipeline.graph import (
     GraphWindows,
 )
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_passing_relations
+from anomaly_pipeline.sampling import normalise_edge_counts, sample_edges
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 LINK_IDX = [_F[n] for n in LINK_INPUTS]
@@ -93,6 +94,8 @@ class TrainConfig:
     # encoder and the decoder with the temporal path frozen, later stages freeze the spatial
     # encoder and train the temporal path, fusion and decoder.
     joint: bool = True
+    # Snapshot batches with more edges than this are edge-sampled (GraphSAINT) in training.
+    sample_edges_above: int | None = 200_000
     seed: int = 0
     device: str = "auto"
 
@@ -138,8 +141,12 @@ class SnapshotBatch:
 class GraphTensors:
     """``GraphWindows`` as tensors on one device, with helpers to batch snapshots."""
 
-    def __init__(self, windows: GraphWindows, device: torch.device) -> None:
+    def __init__(self, windows: GraphWindows, device: torch.device, sample_edges_above: int | None = None,
+                 seed: int = 0) -> None:
         self.windows = windows
+        # GraphSAINT-style edge sampling of batches with more edges than this, in training only.
+        self.sample_edges_above = sample_edges_above
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.device = device
         self.n_nodes = windows.n_nodes
         self.n_buckets = windows.n_buckets
@@ -179,6 +186,13 @@ class GraphTensors:
             src_row = self.snap_src_row[e0:e1] - r0
             dst_row = self.snap_dst_row[e0:e1] - r0
             rel, attr = self.snap_rel[e0:e1], self.snap_attr[e0:e1]
+            if model.training and self.sample_edges_above and e1 - e0 > self.sample_edges_above:
+                kept, prob = sample_edges(src_row.cpu(), dst_row.cpu(), r1 - r0, self.sample_edges_above,
+                                          generator=self.generator)
+                kept, prob = kept.to(self.device), prob.to(self.device)
+                src_row, dst_row, rel = src_row[kept], dst_row[kept], rel[kept]
+                attr = attr[kept].clone()
+                attr[:, 0] = normalise_edge_counts(attr[:, 0], prob)
             edge_index, edge_attr = {}, {}
             for r, (s_t, name, d_t) in enumerate(RELATIONS):
                 m = rel == r
@@ -440,7 +454,7 @@ def train_hybrid(
     model.supervised_weight.fill_(train_config.supervised_weight)
     model.event_mean.copy_(torch.from_numpy(x_train.mean(axis=0)))
     model.event_std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-3))
-    gt = GraphTensors(windows, device)
+    gt = GraphTensors(windows, device, train_config.sample_edges_above, train_config.seed)
     sampler = NegativeSampler(windows, rng)
     optimiser = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
 
