@@ -5,6 +5,8 @@
     anomaly-pipeline generate     write synthetic telemetry to a CSV / JSON-lines file
     anomaly-pipeline models list  registered versions with aliases, scores and decisions
     anomaly-pipeline summary      print the last run's summary again
+    anomaly-pipeline detect       train on the first part of a log file, rank the rest into a CSV
+    anomaly-pipeline datasets     known public data sets: list where they are, download them
 
 The ``run`` and ``ui`` commands hand over to the Dagster layer (``assets/``, ``definitions.py``);
 everything else in this package is plain Python.
@@ -111,6 +113,67 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import time
+
+    from anomaly_pipeline.detect import DetectError, detect_file, format_metrics, write_table
+
+    started = time.perf_counter()
+    try:
+        result = detect_file(
+            args.input,
+            train_fraction=args.train_fraction,
+            fmt=args.format,
+            explain_top=args.explain_top,
+            epochs_per_stage=args.epochs_per_stage,
+            ts_min=args.ts_min,
+            log=lambda line: print(line, flush=True),
+        )
+    except (DetectError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = write_table(result.table, args.output)
+    print(f"wrote {len(result.table):,} ranked events to {out} (reasons for the top {min(args.explain_top, len(result.table))})")
+    print(format_metrics(result.metrics))
+    t = result.timings
+    print(f"wall time {time.perf_counter() - started:.1f} s (read + validate {t['read_validate_s']:.1f} s, "
+          f"windows {t['windows_s']:.1f} s, training {t['train_s']:.1f} s, scoring {t['score_s']:.1f} s, "
+          f"explanations {t['explain_s']:.1f} s)")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from anomaly_pipeline.detect import (
+        KNOWN_DATASETS,
+        dataset_search_dirs,
+        dataset_table,
+        download_dataset,
+        download_dir,
+        unknown_dataset_message,
+    )
+
+    if args.action == "list":
+        print("looked for in: " + ", ".join(str(p) for p in dataset_search_dirs(args.home)))
+        for row in dataset_table(args.home).itertuples(index=False):
+            print(f"\n{row.name}  ({row.format}) {row.description}\n  origin: {row.origin}\n  url:    {row.url}\n"
+                  f"  local:  {row.local}")
+        return 0
+    if not args.name:
+        print("error: datasets download needs a NAME; known: " + ", ".join(KNOWN_DATASETS), file=sys.stderr)
+        return 2
+    if args.name not in KNOWN_DATASETS:
+        print(f"error: {unknown_dataset_message(args.name)}", file=sys.stderr)
+        return 2
+    print(f"downloading {args.name} from {KNOWN_DATASETS[args.name].url} into {download_dir(args.home)}", flush=True)
+    try:
+        path = download_dataset(args.name, args.home, force=args.force)
+    except (OSError, RuntimeError) as exc:
+        print(f"error: download of {args.name} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anomaly-pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="print the last run's summary")
     summary.set_defaults(func=_cmd_summary)
+
+    from anomaly_pipeline.detect import DEFAULT_EXPLAIN_TOP, DEFAULT_TS_MIN
+    from anomaly_pipeline.sources.formats import FORMATS
+
+    detect = sub.add_parser(
+        "detect",
+        help="train on the first part of a log file's time span, score and rank the rest into a CSV",
+        description="Read and validate a log file, train the hybrid model (default settings) on the first "
+        "--train-fraction of its time span (80% training, 20% early stopping), score every later event and "
+        "write them ranked (1 = most anomalous) to a CSV; with labels, print ROC-AUC and average precision.",
+    )
+    detect.add_argument("--input", required=True, help="log file (canonical CSV / JSON lines, LANL, Zeek, DARPA, "
+                        "OCSF, Windows; gzip and zip are read in place)")
+    detect.add_argument("--format", default="auto", choices=["auto", *FORMATS],
+                        help="input format (default: detected from the first lines)")
+    detect.add_argument("--train-fraction", type=float, required=True,
+                        help="share of the time span used for training and early stopping, e.g. 0.3")
+    detect.add_argument("--output", required=True, help="CSV to write")
+    detect.add_argument("--explain-top", type=int, default=DEFAULT_EXPLAIN_TOP,
+                        help=f"explain this many top-ranked events (default {DEFAULT_EXPLAIN_TOP})")
+    detect.add_argument("--ts-min", default=DEFAULT_TS_MIN,
+                        help=f"earliest accepted event time (default {DEFAULT_TS_MIN})")
+    detect.add_argument("--epochs-per-stage", type=int, default=None, help=argparse.SUPPRESS)
+    detect.set_defaults(func=_cmd_detect)
+
+    datasets = sub.add_parser("datasets", help="known public data sets: where they are, download them")
+    datasets.add_argument("action", choices=["list", "download"])
+    datasets.add_argument("name", nargs="?", default=None, help="data set to download (see `datasets list`)")
+    datasets.add_argument("--force", action="store_true", help="download again even if present")
+    datasets.set_defaults(func=_cmd_datasets)
     return parser
 
 

@@ -79,6 +79,9 @@ class HybridDetector:
             windows, self.model_config, self.train_config, self.on_epoch, checkpoint_dir=self.checkpoint_dir
         )
         self.model_config = self.model.config
+        return self._fit_thresholds(windows, idx)
+
+    def _fit_thresholds(self, windows: GraphWindows, idx: np.ndarray | None) -> HybridDetector:
         train_idx = windows.split_index("train") if idx is None else idx
         self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)
         # Calibration: where a score falls among validation scores (the later, unseen period).
@@ -94,6 +97,23 @@ class HybridDetector:
             raise RuntimeError("HybridDetector: fit() before calibrate()")
         rank = np.searchsorted(self.calibration_, np.asarray(scores, dtype=float), side="left")
         return 1.0 - rank / len(self.calibration_)
+
+    def fine_tune(self, windows: GraphWindows, epochs: int = 2) -> HybridDetector:
+        """Adapt a trained (or loaded) model to new data: a short run from its current weights,
+        then new thresholds and calibration on the new data. For a new environment, where a
+        model trained elsewhere scores out of the box but should learn local habits."""
+        if self.model is None:
+            raise RuntimeError("HybridDetector: fine_tune() needs a trained or loaded model")
+        from dataclasses import replace
+
+        from anomaly_pipeline.training import CurriculumStage
+
+        stage = CurriculumStage("fine_tune", epochs=epochs, negatives="mixed")
+        self.train_config = replace(self.train_config, stages=(stage,))
+        init = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        self.model, self.history = train_hybrid(windows, self.model_config, self.train_config, self.on_epoch,
+                                                init_state=init)
+        return self._fit_thresholds(windows, None)
 
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
         if self.model is None:

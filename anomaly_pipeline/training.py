@@ -96,6 +96,8 @@ class TrainConfig:
     joint: bool = True
     # Snapshot batches with more edges than this are edge-sampled (GraphSAINT) in training.
     sample_edges_above: int | None = 200_000
+    # bfloat16 autocast on CUDA ("auto"); CPU always runs float32, deterministic under the seed.
+    mixed_precision: str = "auto"
     seed: int = 0
     device: str = "auto"
 
@@ -433,13 +435,16 @@ def train_hybrid(
     train_config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[EpochStats], None] | None = None,
     checkpoint_dir: str | Path | None = None,
+    init_state: dict[str, Tensor] | None = None,
 ) -> tuple[HybridGNNLSTM, list[EpochStats]]:
     """Train through the curriculum's stages on the training split; each stage early-stops on the
     validation split's loss and hands its best weights to the next.
 
     With ``checkpoint_dir``, a checkpoint is written after every epoch and, if one is already
     there, training resumes from it (same stage, next epoch, same random state), so a killed
-    training continues where it stopped. Returns the best model and the per-epoch history.
+    training continues where it stopped. ``init_state`` starts from trained weights (fine-tuning);
+    feature standardisation is always re-estimated on this data's training split.
+    Returns the best model and the per-epoch history.
     """
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
@@ -447,6 +452,8 @@ def train_hybrid(
     if model_config.history != windows.config.history:
         model_config = HybridConfig(**{**model_config.to_dict(), "history": windows.config.history})
     model = HybridGNNLSTM(model_config).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     train_idx = windows.split_index("train")
     if len(train_idx) == 0:
         raise ValueError("the training split is empty: provide more days of events or raise train_fraction")
@@ -455,6 +462,7 @@ def train_hybrid(
     model.event_mean.copy_(torch.from_numpy(x_train.mean(axis=0)))
     model.event_std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-3))
     gt = GraphTensors(windows, device, train_config.sample_edges_above, train_config.seed)
+    use_amp = device.type == "cuda" and train_config.mixed_precision in ("auto", "bf16")
     sampler = NegativeSampler(windows, rng)
     optimiser = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
 
@@ -515,7 +523,8 @@ def train_hybrid(
             idx = events_in(c0, c1, train_config.max_events_per_chunk)
             if len(idx) == 0:
                 continue
-            loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage, train_config.supervised_weight)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage, train_config.supervised_weight)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

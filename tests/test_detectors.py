@@ -81,3 +81,21 @@ def test_calibration_maps_scores_to_validation_tail_shares(trained, small_window
     # About 1% of validation events sit in the top 1% tail.
     assert np.mean(tail <= 0.01) == pytest.approx(0.01, abs=0.01)
     assert det.calibrate(np.array([val.max() + 100.0]))[0] == 0.0
+
+
+def test_fine_tune_adapts_a_trained_model_to_another_environment(trained, tmp_path):
+    from anomaly_pipeline.graph import build_graph_windows
+    from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
+
+    det, _ = trained
+    det.save(tmp_path)
+    other = build_graph_windows(generate_events(SyntheticConfig(seed=11, n_users=25, n_servers=6, days=5)))
+    loaded = HybridDetector.load(tmp_path)
+    before = loaded.decision_function(other, other.split_index("test"))
+    assert np.isfinite(before).all()  # behavioural features: scores a new environment out of the box
+    loaded.train_config = TrainConfig(max_events_per_chunk=1024)
+    loaded.fine_tune(other, epochs=1)
+    assert [h.stage for h in loaded.history] == ["fine_tune"]
+    after = loaded.decision_function(other, other.split_index("test"))
+    assert np.isfinite(after).all() and not np.allclose(before, after)
+    assert loaded.threshold_ is not None and loaded.calibration_ is not None
