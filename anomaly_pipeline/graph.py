@@ -149,6 +149,9 @@ class WindowConfig:
     history: int = 6
     train_fraction: float = 0.6
     validation_fraction: float = 0.2
+    # Adaptive mode: when set, the stride is sized from the data's event density so that a bucket
+    # holds about this many events on average (window and overlap keep their ratio to the stride).
+    adaptive_events_per_bucket: int | None = None
 
     def __post_init__(self) -> None:
         if self.window_hours < self.stride_hours:
@@ -162,6 +165,21 @@ class WindowConfig:
     @property
     def overlap_buckets(self) -> int:
         return int(round(self.window_hours / self.stride_hours)) - 1
+
+    def adapted_to(self, ts: pd.Series) -> WindowConfig:
+        """This config with the stride sized by event density (adaptive mode), else unchanged.
+
+        The stride is rounded to whole minutes (at least 1) and the window keeps its multiple of
+        the stride, so the overlap in buckets is the same at any density.
+        """
+        if not self.adaptive_events_per_bucket:
+            return self
+        span_h = max((ts.max() - ts.min()).total_seconds() / 3600.0, 1 / 60)
+        stride_h = max(round(span_h * self.adaptive_events_per_bucket / max(len(ts), 1) * 60), 1) / 60
+        ratio = self.window_hours / self.stride_hours
+        from dataclasses import replace
+
+        return replace(self, stride_hours=stride_h, window_hours=stride_h * ratio, adaptive_events_per_bucket=None)
 
 
 @dataclass
@@ -384,7 +402,8 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     n_nodes = len(nodes)
 
     ts = events["ts"]
-    t0 = ts.iloc[0].floor(f"{int(config.stride_hours * 60)}min")
+    config = config.adapted_to(ts)
+    t0 = ts.iloc[0].floor(f"{max(int(round(config.stride_hours * 60)), 1)}min")
     stride_s = config.stride_hours * 3600.0
     seconds = (ts - t0).dt.total_seconds().to_numpy()
     bucket = np.floor(seconds / stride_s).astype(np.int64)

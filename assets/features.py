@@ -23,6 +23,7 @@ class GraphWindowsConfig(dg.Config):
     history: int = 6
     train_fraction: float = 0.6
     validation_fraction: float = 0.2
+    adaptive_events_per_bucket: int | None = None
 
 
 @dg.asset(group_name="features", kinds={"pytorch", "numpy"}, owners=OWNERS)
@@ -40,6 +41,7 @@ def graph_windows(
             history=config.history,
             train_fraction=config.train_fraction,
             validation_fraction=config.validation_fraction,
+            adaptive_events_per_bucket=config.adaptive_events_per_bucket,
         ),
     )
     summary = windows.summary()

@@ -73,3 +73,13 @@ def test_windows_overlap_and_features_are_causal():
 def test_empty_input_is_refused_with_a_clear_message():
     with pytest.raises(ValueError, match="0 rows"):
         build_graph_windows(empty_events())
+
+
+def test_adaptive_windows_size_the_stride_by_event_density(small_events):
+    dense = build_graph_windows(small_events, WindowConfig(adaptive_events_per_bucket=200))
+    sparse = build_graph_windows(small_events, WindowConfig(adaptive_events_per_bucket=800))
+    per_bucket = len(small_events) / dense.n_buckets
+    assert 150 <= per_bucket <= 260
+    assert sparse.config.stride_hours == pytest.approx(4 * dense.config.stride_hours, rel=0.1)
+    # The window keeps its multiple of the stride (default 2x: 50% overlap).
+    assert dense.config.window_hours == pytest.approx(2 * dense.config.stride_hours)
