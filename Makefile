@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export ANOMALY_PIPELINE_HOME ?= $(CURDIR)/.anomaly_pipeline
 
-.PHONY: install run test ui lint bench clean
+.PHONY: install run test ui lint bench clean bench-lanl-style bench-darpa bench-zeek bench-midas bench-ingest
 
 # torch is installed first and pinned: an unpinned torch pulls several GB of CUDA wheels.
 $(BIN)/anomaly-pipeline: pyproject.toml
@@ -33,3 +33,18 @@ bench: install
 
 clean:
 	rm -rf $(ANOMALY_PIPELINE_HOME)
+
+bench-lanl-style: install
+	$(BIN)/python benchmarks/bench_lanl_style.py
+
+bench-darpa: install
+	$(BIN)/python benchmarks/bench_darpa.py
+
+bench-zeek: install
+	$(BIN)/python benchmarks/bench_zeek.py
+
+bench-midas: install
+	$(BIN)/python benchmarks/midas_darpa.py
+
+bench-ingest: install
+	$(BIN)/python benchmarks/ingest_throughput.py

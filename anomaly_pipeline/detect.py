@@ -434,11 +434,11 @@ def detect_file(
 
 
 def write_table(table: pd.DataFrame, out: str | Path) -> Path:
-    """The detect table as CSV (``ts`` in ISO 8601 UTC)."""
+    """The detect table as CSV (``ts`` in ISO 8601 UTC with microseconds, ``...Z``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame = table.copy()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).map(lambda v: v.isoformat() if pd.notna(v) else "")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     frame.to_csv(out, index=False, float_format="%.6g")
     return out
 
