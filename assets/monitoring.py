@@ -20,9 +20,10 @@ class DriftConfig(dg.Config):
     """The newest `current_hours` of events are compared with the training split."""
 
     current_hours: float = 24.0
-    # Measured on the synthetic default (14 monitored columns): 0.071 without drift, 0.143 with the
-    # reorganisation switch on; 0.1 means "two or more columns drifted".
-    drift_share_threshold: float = 0.1
+    # Measured on the synthetic default (14 monitored columns): 0.143 both without drift
+    # (pair_first_seen, anomaly_score) and with the reorganisation switch on from day 8 (hour_sin,
+    # hour_cos), so the share alone does not separate them yet; 0.2 = three or more columns.
+    drift_share_threshold: float = 0.2
 
 
 def _drift_frame(graph_windows: GraphWindows, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
