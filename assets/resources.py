@@ -34,13 +34,16 @@ class StateResource(dg.ConfigurableResource):
 class EventSourceResource(dg.ConfigurableResource):
     """Which events ``raw_events`` reads: the synthetic generator (default) or a file.
 
-    ``kind='file'`` reads canonical CSV or JSON lines (gzip allowed) from ``path``; unparseable
-    lines are kept as rows with their reason and go to quarantine downstream.
+    ``kind='file'`` reads ``path`` (gzip allowed) in ``file_format``: ``auto`` (detected from the
+    first lines), ``canonical``, ``lanl``, ``zeek``, ``darpa``, ``ocsf`` or ``windows``; with LANL,
+    ``redteam_path`` joins the red-team labels. Unparseable lines are kept as rows with their
+    reason and go to quarantine downstream.
     """
 
     kind: Literal["synthetic", "file"] = "synthetic"
     path: str | None = None
     file_format: str = "auto"
+    redteam_path: str | None = None
     seed: int = 7
     n_users: int = 120
     n_servers: int = 30
@@ -57,11 +60,12 @@ class EventSourceResource(dg.ConfigurableResource):
 
     def load(self) -> pd.DataFrame:
         if self.kind == "file":
-            from anomaly_pipeline.sources.files import read_event_file
+            from anomaly_pipeline.sources.formats import read_events
 
             if not self.path:
                 raise dg.Failure("event_source kind='file' needs a path: set resources.event_source.config.path")
-            return read_event_file(self.path, fmt=self.file_format)
+            extra = {"redteam": self.redteam_path} if self.redteam_path else {}
+            return read_events(self.path, fmt=self.file_format, **extra)
         from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
 
         return generate_events(

@@ -82,3 +82,24 @@ def test_clean_file_passes_the_quarantine_check(tmp_path):
     assert result.success
     assert len(result.asset_value("quarantined_events")) == 0
     assert result.get_asset_check_evaluations()[0].passed
+
+
+def test_the_source_resource_reads_any_supported_format(tmp_path):
+    """A Zeek conn.log chosen by configuration alone goes through the same assets."""
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    data = Path(os.environ.get("ANOMALY_PIPELINE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    capture = data / "stratosphere" / "008-zeek-mixed.conn.log.labeled"
+    if not capture.exists():
+        pytest.skip(f"Stratosphere capture not found at {capture}")
+    result = _materialize(tmp_path, capture)
+    valid = result.asset_value("validated_events")
+    quarantined = result.asset_value("quarantined_events")
+    assert len(valid) > 5000 and (valid["source"] == "zeek").all()
+    assert valid["label"].notna().any()
+    mats = {e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert mats["validated_events"]["rows_read"].value == len(valid) + len(quarantined)
