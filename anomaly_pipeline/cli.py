@@ -33,6 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     source = EventSourceResource(
         kind="file" if args.input else "synthetic",
         path=args.input,
+        file_format=args.format,
         seed=args.seed,
         n_users=args.users,
         n_servers=args.servers,
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="materialize every asset and print a summary")
-    run.add_argument("--input", default=None, help="canonical CSV / JSON-lines file instead of synthetic data")
+    run.add_argument("--input", default=None, help="a log file (any supported format) instead of synthetic data")
+    run.add_argument("--format", default="auto", help="auto, canonical, lanl, zeek, darpa, ocsf or windows")
     run.add_argument("--users", type=int, default=120)
     run.add_argument("--servers", type=int, default=30)
     run.add_argument("--days", type=int, default=10)
