@@ -260,7 +260,7 @@ def promote(
     decision: Decision
     if not gate_passed:
         decision = "gate_failed"
-        reason = "the blocking quality gate failed, so this version cannot become champion; " + (
+        reason = "the quality gate failed, so this version cannot become champion; " + (
             f"champion stays version {champion_version}" if champion_version else "there is no champion yet"
         )
     elif champion_version is None:
