@@ -74,7 +74,8 @@ class HybridDetector:
         self.calibration_: np.ndarray | None = None
 
     def fit(self, windows: GraphWindows, idx: np.ndarray | None = None) -> HybridDetector:
-        # Training uses the windows' own time split (train, early stopping on validation).
+        # Baselines built from this class train on the windows' own split too (idx ignored);
+        # training uses the windows' own time split (train, early stopping on validation).
         self.model, self.history = train_hybrid(
             windows, self.model_config, self.train_config, self.on_epoch, checkpoint_dir=self.checkpoint_dir
         )
@@ -161,6 +162,20 @@ class HybridDetector:
         if meta.get("calibration_quantiles") is not None:
             det.calibration_ = np.asarray(meta["calibration_quantiles"], dtype=float)
         return det
+
+
+def static_gnn_detector(train_config: TrainConfig = TrainConfig(), **model_kwargs) -> HybridDetector:
+    """Baseline: the spatial encoder alone (no LSTM): the latest snapshot's embeddings only."""
+    det = HybridDetector(HybridConfig(fusion="spatial_only", **model_kwargs), train_config)
+    det.name = "static_gnn"
+    return det
+
+
+def lstm_only_detector(train_config: TrainConfig = TrainConfig(), **model_kwargs) -> HybridDetector:
+    """Baseline: the temporal encoder alone (no message passing): each entity's own features."""
+    det = HybridDetector(HybridConfig(hops=0, **model_kwargs), train_config)
+    det.name = "lstm_only"
+    return det
 
 
 class IsolationForestDetector:

@@ -10,7 +10,12 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from anomaly_pipeline.detectors import HybridDetector, IsolationForestDetector
+from anomaly_pipeline.detectors import (
+    HybridDetector,
+    IsolationForestDetector,
+    lstm_only_detector,
+    static_gnn_detector,
+)
 from anomaly_pipeline.graph import GraphWindows
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.plots import plot_training_history
@@ -143,7 +148,8 @@ def hybrid_model(
 
 
 class BaselinesConfig(dg.Config):
-    """Which baselines to fit (names: heuristic_rules, isolation_forest, one_class_svm, midas_r, midas_f)."""
+    """Which baselines to fit (names: heuristic_rules, isolation_forest, one_class_svm, midas_r,
+    midas_f, and the ablation baselines static_gnn and lstm_only, which train a network each)."""
 
     baselines: list[str] = ["heuristic_rules", "isolation_forest", "one_class_svm", "midas_r", "midas_f"]
 
@@ -157,6 +163,8 @@ def _baseline(name: str):
         "one_class_svm": OneClassSVMDetector,
         "midas_r": lambda: MidasDetector("midas_r"),
         "midas_f": lambda: MidasDetector("midas_f"),
+        "static_gnn": static_gnn_detector,
+        "lstm_only": lstm_only_detector,
     }
     if name not in factories:
         raise dg.Failure(f"unknown baseline {name!r}; choose from {sorted(factories)}")

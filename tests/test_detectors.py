@@ -99,3 +99,16 @@ def test_fine_tune_adapts_a_trained_model_to_another_environment(trained, tmp_pa
     after = loaded.decision_function(other, other.split_index("test"))
     assert np.isfinite(after).all() and not np.allclose(before, after)
     assert loaded.threshold_ is not None and loaded.calibration_ is not None
+
+
+def test_static_gnn_and_lstm_only_baselines_share_the_interface(small_windows):
+    from anomaly_pipeline.detectors import lstm_only_detector, static_gnn_detector
+
+    cfg = TrainConfig(max_events_per_chunk=1024).with_epochs_per_stage(1)
+    for make, name in ((static_gnn_detector, "static_gnn"), (lstm_only_detector, "lstm_only")):
+        det = make(cfg, hidden=16).fit(small_windows, small_windows.split_index("train"))
+        assert det.name == name and det.threshold_ is not None
+        scores = det.decision_function(small_windows, small_windows.split_index("test"))
+        assert np.isfinite(scores).all()
+    assert static_gnn_detector().model_config.fusion == "spatial_only"
+    assert lstm_only_detector().model_config.hops == 0
