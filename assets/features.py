@@ -33,17 +33,8 @@ def graph_windows(
     """Heterogeneous graph snapshots (users, hosts, processes, external endpoints; logon, remote
     auth, process and flow relations) over sliding, overlapping windows, with behavioural node
     features, per-event features and a time-ordered train / validation / test split."""
-    windows = build_graph_windows(
-        validated_events,
-        WindowConfig(
-            stride_hours=config.stride_hours,
-            window_hours=config.window_hours,
-            history=config.history,
-            train_fraction=config.train_fraction,
-            validation_fraction=config.validation_fraction,
-            adaptive_events_per_bucket=config.adaptive_events_per_bucket,
-        ),
-    )
+    # The Launchpad config mirrors WindowConfig field for field.
+    windows = build_graph_windows(validated_events, WindowConfig(**config.model_dump()))
     summary = windows.summary()
     context.log.info(f"built {summary['snapshots']} snapshots over {summary['nodes']} nodes")
     ts = windows.events["ts"]

@@ -49,6 +49,7 @@ from anomaly_pipeline.sources.files import (
     _line_problem,
     _open_binary,
     _physical_lines,
+    check_reader_args,
     empty_raw_events,
     excerpt,
 )
@@ -105,17 +106,7 @@ _FLOAT_FIELDS = frozenset(n for n, d in schema.EVENT_DTYPES.items() if d in ("Fl
 
 def check_common_args(path: str | Path, chunk_rows: int, max_line_bytes: int) -> Path:
     """Validate the arguments every adapter takes; raise at the call, not while iterating."""
-    path = Path(path)
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if max_line_bytes < 1:
-        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"input file not found: {path} (resolved: {path.resolve()}); check the path "
-            "(data sets are read in place, e.g. from $ANOMALY_PIPELINE_DATA_DIR)"
-        )
-    return path
+    return check_reader_args(path, chunk_rows, max_line_bytes)
 
 
 def show(value: Any) -> str:

@@ -78,6 +78,25 @@ _MAX_EPOCH_S = 9.2e9
 _CONTROL_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7F, 0xA0))}
 
 
+def check_reader_args(
+    path: str | Path,
+    chunk_rows: int,
+    max_line_bytes: int,
+    *,
+    noun: str = "input",
+    hint: str = "check the path (data sets are read in place, e.g. from $ANOMALY_PIPELINE_DATA_DIR)",
+) -> Path:
+    """Validate the arguments every reader takes; raise at the call, not while iterating."""
+    path = Path(path)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{noun} file not found: {path} (resolved: {path.resolve()}); {hint}")
+    return path
+
+
 def iter_event_file(
     path: str | Path,
     *,
@@ -106,18 +125,11 @@ def iter_event_file(
         ValueError: an argument is out of range.
         OSError: the gzip stream is corrupt or truncated.
     """
-    path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if max_line_bytes < 1:
-        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"event file not found: {path} (resolved: {path.resolve()}); check the path, "
-            "or pass a directory's files one by one"
-        )
+    path = check_reader_args(
+        path, chunk_rows, max_line_bytes, noun="event", hint="check the path, or pass a directory's files one by one"
+    )
     if fmt == "auto":
         fmt = _detect_format(path, max_line_bytes)
     # Argument and existence errors above are raised at the call; the rest while iterating.
