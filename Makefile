@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export ANOMALY_PIPELINE_HOME ?= $(CURDIR)/.anomaly_pipeline
 
-.PHONY: install run test ui lint bench clean bench-lanl-style bench-darpa bench-zeek bench-midas bench-ingest
+.PHONY: install run test ui lint bench clean bench-lanl-style bench-darpa bench-zeek bench-midas bench-ingest bench-quality ablation
 
 # torch is installed first and pinned: an unpinned torch pulls several GB of CUDA wheels.
 $(BIN)/anomaly-pipeline: pyproject.toml
@@ -48,3 +48,11 @@ bench-midas: install
 
 bench-ingest: install
 	$(BIN)/python benchmarks/ingest_throughput.py
+
+# Every detector on synthetic data and the DARPA stream over 3 seeds: regenerates docs/RESULTS.md.
+bench-quality: install
+	$(BIN)/python benchmarks/bench_quality.py
+
+# The paper's ablations on the synthetic data over 3 seeds: regenerates docs/ABLATION.md.
+ablation: install
+	$(BIN)/python benchmarks/ablation.py

@@ -87,7 +87,7 @@ def explain_events(
 
         # Temporal attention of the source over its last L windows.
         weights = dec["time_attention"][0, 0].cpu().numpy()
-        keys = set(gt.act_key.cpu().numpy()[int(w.act_ptr[max(b - L, 0)]): int(w.act_ptr[b])]) if b > 0 else set()
+        keys = set(gt.fine.act_key.cpu().numpy()[int(w.act_ptr[max(b - L, 0)]): int(w.act_ptr[b])]) if b > 0 else set()
         time_attention = []
         for j, weight in enumerate(weights):
             k = b - L + j
@@ -141,13 +141,13 @@ def _neighbour_attention(
             item = (int(e), int(dst[e]), int(dst_row[e]), "out")
             by_relation.setdefault((d_t, f"rev_{name}", s_t), []).append(item)
     node_row = r0 + int(dst_row[involved[0]] if dst[involved[0]] == node else src_row[involved[0]])
-    h_node = torch.relu(spatial.input_proj[node_types[node]](gt.act_x[node_row].unsqueeze(0)))
+    h_node = torch.relu(spatial.input_proj[node_types[node]](gt.fine.act_x[node_row].unsqueeze(0)))
     results = []
     for key, items in by_relation.items():
         edges = [it[0] for it in items]
-        h_peer = torch.relu(spatial.input_proj[key[0]](gt.act_x[[r0 + it[2] for it in items]]))
+        h_peer = torch.relu(spatial.input_proj[key[0]](gt.fine.act_x[[r0 + it[2] for it in items]]))
         edge_index = torch.stack([torch.arange(len(items)), torch.zeros(len(items), dtype=torch.long)])
-        attr = gt.snap_attr[e0:e1][edges]
+        attr = gt.fine.snap_attr[e0:e1][edges]
         _, (_, alpha) = hetero.convs[key]((h_peer, h_node), edge_index, attr, return_attention_weights=True)
         for (e, peer, _, direction), a in zip(items, alpha.mean(dim=1).cpu().numpy(), strict=True):
             results.append(

@@ -152,6 +152,11 @@ class WindowConfig:
     # Adaptive mode: when set, the stride is sized from the data's event density so that a bucket
     # holds about this many events on average (window and overlap keep their ratio to the stride).
     adaptive_events_per_bucket: int | None = None
+    # Second, coarse time scale (multi-scale windows): snapshots of ``coarse_stride_hours`` (one
+    # day by default), of which the temporal encoder sees the last ``coarse_history`` completed
+    # ones next to the fine history. None = single scale.
+    coarse_stride_hours: float | None = 24.0
+    coarse_history: int = 7
 
     def __post_init__(self) -> None:
         if self.window_hours < self.stride_hours:
@@ -159,6 +164,13 @@ class WindowConfig:
                 f"window_hours ({self.window_hours}) must be >= stride_hours ({self.stride_hours}); "
                 "windows overlap by window - stride"
             )
+        if self.coarse_stride_hours is not None and self.coarse_stride_hours < self.window_hours:
+            raise ValueError(
+                f"coarse_stride_hours ({self.coarse_stride_hours}) must be >= window_hours ({self.window_hours}): "
+                "the coarse scale is the longer one; set it to None for a single scale"
+            )
+        if self.coarse_history < 1:
+            raise ValueError(f"coarse_history must be >= 1, got {self.coarse_history}")
         if not 0 < self.train_fraction < 1 or not 0 <= self.validation_fraction < 1 - self.train_fraction:
             raise ValueError("need 0 < train_fraction and train_fraction + validation_fraction < 1")
 
@@ -169,8 +181,8 @@ class WindowConfig:
     def adapted_to(self, ts: pd.Series) -> WindowConfig:
         """This config with the stride sized by event density (adaptive mode), else unchanged.
 
-        The stride is rounded to whole minutes (at least 1) and the window keeps its multiple of
-        the stride, so the overlap in buckets is the same at any density.
+        The stride is rounded to whole minutes (at least 1) and the window and the coarse scale
+        keep their multiples of the stride, so the overlap in buckets is the same at any density.
         """
         if not self.adaptive_events_per_bucket:
             return self
@@ -179,7 +191,31 @@ class WindowConfig:
         ratio = self.window_hours / self.stride_hours
         from dataclasses import replace
 
-        return replace(self, stride_hours=stride_h, window_hours=stride_h * ratio, adaptive_events_per_bucket=None)
+        coarse = None if self.coarse_stride_hours is None else stride_h * self.coarse_stride_hours / self.stride_hours
+        return replace(self, stride_hours=stride_h, window_hours=stride_h * ratio, coarse_stride_hours=coarse,
+                       adaptive_events_per_bucket=None)
+
+
+@dataclass
+class CoarseSnapshots:
+    """The coarse time scale: non-overlapping snapshots of ``stride_hours`` with the same sparse
+    layout and feature schema as the fine ones (``act_*``, ``snap_*``), and for every fine bucket
+    the index of the coarse snapshot it falls in (``of_bucket`` [K]); a fine bucket's coarse
+    history is the completed coarse snapshots before that one, so nothing later leaks in."""
+
+    stride_hours: float
+    n_snapshots: int
+    of_bucket: np.ndarray
+    act_ptr: np.ndarray
+    act_node: np.ndarray
+    act_x: np.ndarray
+    snap_ptr: np.ndarray
+    snap_rel: np.ndarray
+    snap_src: np.ndarray
+    snap_dst: np.ndarray
+    snap_attr: np.ndarray
+    snap_src_row: np.ndarray
+    snap_dst_row: np.ndarray
 
 
 @dataclass
@@ -218,6 +254,7 @@ class GraphWindows:
     labels: np.ndarray  # float, NaN where unknown
     split: np.ndarray  # 0 train, 1 validation, 2 test
     meta: dict = field(default_factory=dict)
+    coarse: CoarseSnapshots | None = None  # the second time scale (multi-scale windows)
 
     @property
     def n_nodes(self) -> int:
@@ -245,6 +282,8 @@ class GraphWindows:
             "window_hours": self.config.window_hours,
             "stride_hours": self.config.stride_hours,
             "history_snapshots": self.config.history,
+            "coarse_stride_hours": self.coarse.stride_hours if self.coarse is not None else None,
+            "coarse_snapshots": self.coarse.n_snapshots if self.coarse is not None else 0,
             "node_features": len(NODE_FEATURES),
             "event_features": len(EVENT_FEATURES),
         }
@@ -479,25 +518,38 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     ).astype(np.float32)
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
+    shared = {
+        "n_nodes": n_nodes,
+        "node_types": nodes["node_type"].to_numpy(),
+        "src": src,
+        "dst": dst,
+        "ctx": ctx,
+        "rel": rel,
+        "hour_bin": hour_bin,
+        "auth_failed": auth_failed,
+        "bytes_out": bytes_out,
+        "bytes_in": bytes_in,
+        "first_seen": (pair_prior == 0).astype(np.float32),
+        "event_type": events["event_type"].astype("string").fillna("").to_numpy(),
+    }
     snap = _snapshot_features(
-        n_buckets=n_buckets,
-        n_nodes=n_nodes,
-        node_types=nodes["node_type"].to_numpy(),
-        bucket=bucket,
-        src=src,
-        dst=dst,
-        ctx=ctx,
-        rel=rel,
-        hour_bin=hour_bin,
-        auth_failed=auth_failed,
-        bytes_out=bytes_out,
-        bytes_in=bytes_in,
-        first_seen=(pair_prior == 0).astype(np.float32),
-        event_type=events["event_type"].astype("string").fillna("").to_numpy(),
-        overlap=config.overlap_buckets,
-        t0=t0,
-        stride_s=stride_s,
+        n_buckets=n_buckets, bucket=bucket, overlap=config.overlap_buckets, t0=t0, stride_s=stride_s, **shared
     )
+    coarse = None
+    if config.coarse_stride_hours is not None:
+        coarse_s = config.coarse_stride_hours * 3600.0
+        t0c = ts.iloc[0].floor(f"{max(int(round(config.coarse_stride_hours * 60)), 1)}min")
+        offset = (t0 - t0c).total_seconds()
+        coarse_bucket = np.floor((seconds + offset) / coarse_s).astype(np.int64)
+        of_bucket = np.floor((np.arange(n_buckets) * stride_s + offset) / coarse_s).astype(np.int64)
+        n_coarse = int(max(coarse_bucket.max(), of_bucket.max())) + 1
+        coarse = CoarseSnapshots(
+            stride_hours=float(config.coarse_stride_hours),
+            n_snapshots=n_coarse,
+            of_bucket=of_bucket,
+            **_snapshot_features(n_buckets=n_coarse, bucket=coarse_bucket, overlap=0, t0=t0c, stride_s=coarse_s,
+                                 **shared),
+        )
 
     out_events = events.copy()
     out_events["bucket"] = bucket
@@ -518,6 +570,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         labels=events["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
         split=split,
         meta={"events_without_edge": dropped, "train_end_bucket": train_end, "validation_end_bucket": val_end},
+        coarse=coarse,
         **snap,
     )
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from anomaly_pipeline.graph import (
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_passing_relations
 from anomaly_pipeline.sampling import normalise_edge_counts, sample_edges
 
+if TYPE_CHECKING:
+    from anomaly_pipeline.distributed import DistributedContext
+
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 LINK_IDX = [_F[n] for n in LINK_INPUTS]
 ATTR_CTX_IDX = [_F[n] for n in ATTRIBUTE_CONTEXT]
@@ -53,8 +57,10 @@ class CurriculumStage:
     negatives: ``random`` (uniform destinations of the right type: easy), ``hard`` (destinations
     drawn by popularity among nodes of the right type: plausible but unseen edges) or ``mixed``
     (one of each). history: how many past snapshots the temporal encoder sees in this stage (None
-    = the model's full history), so early stages learn on short windows. adversarial_eps: size of
-    a sign-gradient perturbation of the standardised event features (0 = off).
+    = the model's full history), so early stages learn on short windows. multi_scale: whether the
+    coarse (daily) history joins the fine one in this stage (when the model has it), so early
+    stages can train on the short scale alone. adversarial_eps: size of a sign-gradient
+    perturbation of the standardised event features (0 = off).
     """
 
     name: str
@@ -62,6 +68,7 @@ class CurriculumStage:
     negatives: str = "random"
     history: int | None = None
     adversarial_eps: float = 0.0
+    multi_scale: bool = True
 
     def __post_init__(self) -> None:
         if self.negatives not in ("random", "hard", "mixed"):
@@ -71,9 +78,9 @@ class CurriculumStage:
 
 
 DEFAULT_CURRICULUM: tuple[CurriculumStage, ...] = (
-    CurriculumStage("short_windows_random_negatives", epochs=2, negatives="random", history=2),
-    CurriculumStage("hard_negatives", epochs=2, negatives="hard"),
-    CurriculumStage("full_sequences", epochs=2, negatives="mixed"),
+    CurriculumStage("short_windows_random_negatives", epochs=2, negatives="random", history=2, multi_scale=False),
+    CurriculumStage("hard_negatives", epochs=2, negatives="hard", multi_scale=False),
+    CurriculumStage("full_multiscale_sequences", epochs=2, negatives="mixed"),
 )
 
 
@@ -134,42 +141,38 @@ class EpochStats:
 @dataclass
 class SnapshotBatch:
     """Embeddings of the active rows of snapshots ``k_lo .. k_hi - 1`` plus one learned "absent"
-    row per node type appended at the end; ``keys`` (k * N + node) are sorted for lookup."""
+    row per node type appended at the end; ``keys`` (k * N + node) are sorted for lookup.
+    ``coarse``: the same for the coarse snapshots these buckets' coarse histories need (multi-scale),
+    None when the coarse scale is off."""
 
     emb: Tensor  # [R + n_types, d]
     keys: Tensor  # [R]
+    coarse: SnapshotBatch | None = None
 
 
-class GraphTensors:
-    """``GraphWindows`` as tensors on one device, with helpers to batch snapshots."""
+class _SnapshotSet:
+    """One time scale's sparse snapshots as tensors (active rows, edges), embedded on demand."""
 
-    def __init__(self, windows: GraphWindows, device: torch.device, sample_edges_above: int | None = None,
-                 seed: int = 0) -> None:
-        self.windows = windows
-        # GraphSAINT-style edge sampling of batches with more edges than this, in training only.
-        self.sample_edges_above = sample_edges_above
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+    def __init__(self, snaps, n_snapshots: int, n_nodes: int, node_type: Tensor, device: torch.device) -> None:
+        self.n_snapshots = n_snapshots
+        self.n_nodes = n_nodes
         self.device = device
-        self.n_nodes = windows.n_nodes
-        self.n_buckets = windows.n_buckets
-        type_id = windows.nodes["node_type"].map({t: i for i, t in enumerate(NODE_TYPES)}).to_numpy(np.int64)
-        self.node_type = torch.from_numpy(type_id).to(device)
-        self.act_ptr = windows.act_ptr
-        act_k = np.repeat(np.arange(windows.n_buckets), np.diff(windows.act_ptr))
-        self.act_key = torch.from_numpy(act_k * windows.n_nodes + windows.act_node).to(device)
-        self.act_x = torch.from_numpy(windows.act_x).to(device)
-        self.act_type = self.node_type[torch.from_numpy(windows.act_node).to(device)]
-        self.snap_ptr = windows.snap_ptr
-        snap_k = np.repeat(np.arange(windows.n_buckets), np.diff(windows.snap_ptr))
+        self.act_ptr = snaps.act_ptr
+        act_k = np.repeat(np.arange(n_snapshots), np.diff(snaps.act_ptr))
+        self.act_key = torch.from_numpy(act_k * n_nodes + snaps.act_node).to(device)
+        self.act_x = torch.from_numpy(snaps.act_x).to(device)
+        self.act_type = node_type[torch.from_numpy(snaps.act_node).to(device)]
+        self.snap_ptr = snaps.snap_ptr
+        snap_k = np.repeat(np.arange(n_snapshots), np.diff(snaps.snap_ptr))
         # Edge endpoints as global active-row indices.
-        self.snap_src_row = torch.from_numpy(windows.act_ptr[snap_k] + windows.snap_src_row).to(device)
-        self.snap_dst_row = torch.from_numpy(windows.act_ptr[snap_k] + windows.snap_dst_row).to(device)
-        self.snap_rel = torch.from_numpy(windows.snap_rel).to(device)
-        self.snap_attr = torch.from_numpy(windows.snap_attr).to(device)
+        self.snap_src_row = torch.from_numpy(snaps.act_ptr[snap_k] + snaps.snap_src_row).to(device)
+        self.snap_dst_row = torch.from_numpy(snaps.act_ptr[snap_k] + snaps.snap_dst_row).to(device)
+        self.snap_rel = torch.from_numpy(snaps.snap_rel).to(device)
+        self.snap_attr = torch.from_numpy(snaps.snap_attr).to(device)
 
-    def snapshot_embeddings(self, model: HybridGNNLSTM, k_lo: int, k_hi: int) -> SnapshotBatch:
-        """Spatial embeddings of the active nodes of snapshots ``k_lo .. k_hi - 1``."""
-        lo, hi = max(k_lo, 0), max(min(k_hi, self.n_buckets), max(k_lo, 0))
+    def embed(self, model: HybridGNNLSTM, k_lo: int, k_hi: int, sample_above: int | None,
+              generator: torch.Generator) -> SnapshotBatch:
+        lo, hi = max(k_lo, 0), max(min(k_hi, self.n_snapshots), max(k_lo, 0))
         r0, r1 = int(self.act_ptr[lo]), int(self.act_ptr[hi])
         d = model.config.hidden
         emb = torch.zeros(r1 - r0, d, device=self.device)
@@ -188,9 +191,8 @@ class GraphTensors:
             src_row = self.snap_src_row[e0:e1] - r0
             dst_row = self.snap_dst_row[e0:e1] - r0
             rel, attr = self.snap_rel[e0:e1], self.snap_attr[e0:e1]
-            if model.training and self.sample_edges_above and e1 - e0 > self.sample_edges_above:
-                kept, prob = sample_edges(src_row.cpu(), dst_row.cpu(), r1 - r0, self.sample_edges_above,
-                                          generator=self.generator)
+            if model.training and sample_above and e1 - e0 > sample_above:
+                kept, prob = sample_edges(src_row.cpu(), dst_row.cpu(), r1 - r0, sample_above, generator=generator)
                 kept, prob = kept.to(self.device), prob.to(self.device)
                 src_row, dst_row, rel = src_row[kept], dst_row[kept], rel[kept]
                 attr = attr[kept].clone()
@@ -210,20 +212,82 @@ class GraphTensors:
                 emb[m] = h[t]
         return SnapshotBatch(emb=torch.cat([emb, model.spatial.absent], dim=0), keys=self.act_key[r0:r1])
 
+
+def _lookup(batch: SnapshotBatch, steps: Tensor, node: Tensor, n_nodes: int, node_type: Tensor) -> Tensor:
+    """Embeddings of ``node`` at snapshot ``steps`` ([U, L]); inactive or before the data: "absent"."""
+    key = steps * n_nodes + node.unsqueeze(1)
+    n_rows = len(batch.keys)
+    if n_rows:
+        pos = torch.searchsorted(batch.keys, key).clamp(max=n_rows - 1)
+        found = (batch.keys[pos] == key) & (steps >= 0)
+    else:
+        pos = torch.zeros_like(key)
+        found = torch.zeros_like(key, dtype=torch.bool)
+    absent = n_rows + node_type[node].unsqueeze(1).expand_as(key)
+    return batch.emb[torch.where(found, pos, absent)]
+
+
+class GraphTensors:
+    """``GraphWindows`` as tensors on one device, with helpers to batch snapshots of both scales."""
+
+    def __init__(self, windows: GraphWindows, device: torch.device, sample_edges_above: int | None = None,
+                 seed: int = 0) -> None:
+        self.windows = windows
+        # GraphSAINT-style edge sampling of batches with more edges than this, in training only.
+        self.sample_edges_above = sample_edges_above
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.device = device
+        self.n_nodes = windows.n_nodes
+        self.n_buckets = windows.n_buckets
+        type_id = windows.nodes["node_type"].map({t: i for i, t in enumerate(NODE_TYPES)}).to_numpy(np.int64)
+        self.node_type = torch.from_numpy(type_id).to(device)
+        self.fine = _SnapshotSet(windows, windows.n_buckets, self.n_nodes, self.node_type, device)
+        self.coarse = None
+        self.coarse_of_bucket = None
+        if windows.coarse is not None:
+            c = windows.coarse
+            self.coarse = _SnapshotSet(c, c.n_snapshots, self.n_nodes, self.node_type, device)
+            self.coarse_of_bucket = torch.from_numpy(c.of_bucket).to(device)
+        # Precomputed coarse embeddings for scoring (no gradients), see ``freeze_coarse``.
+        self._frozen_coarse: SnapshotBatch | None = None
+
+    def uses_coarse(self, model: HybridGNNLSTM) -> bool:
+        return self.coarse is not None and model.config.multi_scale
+
+    def freeze_coarse(self, model: HybridGNNLSTM) -> None:
+        """Embed every coarse snapshot once (inference): chunks then share them instead of
+        re-embedding the same days again and again."""
+        if self.uses_coarse(model):
+            self._frozen_coarse = self.coarse.embed(model, 0, self.coarse.n_snapshots, None, self.generator)
+
+    def snapshot_embeddings(self, model: HybridGNNLSTM, k_lo: int, k_hi: int, coarse: bool = True) -> SnapshotBatch:
+        """Spatial embeddings of the active nodes of snapshots ``k_lo .. k_hi - 1`` and, with the
+        coarse scale on, of the coarse snapshots the histories of buckets ``k_lo .. k_hi`` need."""
+        batch = self.fine.embed(model, k_lo, k_hi, self.sample_edges_above, self.generator)
+        if coarse and self.uses_coarse(model):
+            if self._frozen_coarse is not None:
+                batch.coarse = self._frozen_coarse
+            else:
+                of = self.windows.coarse.of_bucket
+                c_lo = int(of[min(max(k_lo, 0), self.n_buckets - 1)]) - model.config.coarse_history
+                c_hi = int(of[min(max(k_hi, 0), self.n_buckets - 1)])
+                batch.coarse = self.coarse.embed(model, c_lo, c_hi, self.sample_edges_above, self.generator)
+        return batch
+
     def sequences(self, batch: SnapshotBatch, bucket: Tensor, node: Tensor, history: int) -> Tensor:
         """[U, L, d]: for each (bucket b, node v), its embeddings in snapshots b - L .. b - 1;
         a snapshot where the node was inactive (or before the data starts) gives "absent"."""
         steps = bucket.unsqueeze(1) - history + torch.arange(history, device=self.device).unsqueeze(0)
-        key = steps * self.n_nodes + node.unsqueeze(1)
-        n_rows = len(batch.keys)
-        if n_rows:
-            pos = torch.searchsorted(batch.keys, key).clamp(max=n_rows - 1)
-            found = (batch.keys[pos] == key) & (steps >= 0)
-        else:
-            pos = torch.zeros_like(key)
-            found = torch.zeros_like(key, dtype=torch.bool)
-        absent = n_rows + self.node_type[node].unsqueeze(1).expand_as(key)
-        return batch.emb[torch.where(found, pos, absent)]
+        return _lookup(batch, steps, node, self.n_nodes, self.node_type)
+
+    def coarse_sequences(self, batch: SnapshotBatch, bucket: Tensor, node: Tensor, history: int) -> Tensor | None:
+        """[U, Lc, d]: each (bucket b, node v)'s embeddings in the ``history`` completed coarse
+        snapshots before the one holding b (None when the batch has no coarse scale)."""
+        if batch.coarse is None or self.coarse_of_bucket is None:
+            return None
+        current = self.coarse_of_bucket[bucket]
+        steps = current.unsqueeze(1) - history + torch.arange(history, device=self.device).unsqueeze(0)
+        return _lookup(batch.coarse, steps, node, self.n_nodes, self.node_type)
 
 
 class PairHistory:
@@ -301,7 +365,8 @@ def _decode_rows(
     buckets = torch.from_numpy(bucket).to(dev).repeat(3)
     uniq, inverse = torch.unique(buckets * n + nodes, return_inverse=True)
     seq = gt.sequences(batch, uniq // n, uniq % n, history or model.config.history)
-    fused, time_weights = model.node_states(seq)
+    coarse_seq = gt.coarse_sequences(batch, uniq // n, uniq % n, model.config.coarse_history)
+    fused, time_weights = model.node_states(seq, coarse_seq)
     h = fused[inverse].view(3, len(src), -1)
     xs = (torch.from_numpy(x).to(dev) - model.event_mean) / model.event_std
     if x_delta is not None:
@@ -361,7 +426,7 @@ def _chunk_loss(
 ) -> tuple[Tensor, np.ndarray, np.ndarray]:
     w = gt.windows
     L = stage.history or model.config.history
-    batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
+    batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1, coarse=stage.multi_scale)
     b, s, d, c, r = (w.event_bucket[idx], w.event_src[idx], w.event_dst[idx], w.event_ctx[idx], w.event_rel[idx])
     kinds = {"random": (False, False), "hard": (True, True), "mixed": (False, True)}[stage.negatives]
     dsts, xs = [d], [w.event_x[idx]]
@@ -423,7 +488,7 @@ def _set_trainable(model: HybridGNNLSTM, joint: bool, stage_index: int) -> None:
             param.requires_grad_(True)
         elif name.startswith("spatial."):
             param.requires_grad_(spatial_phase)
-        elif name.startswith(("temporal.", "fusion.", "concat.")):
+        elif name.startswith(("temporal.", "coarse_temporal.", "scale_attn.", "fusion.", "concat.")):
             param.requires_grad_(not spatial_phase)
         else:
             param.requires_grad_(True)
@@ -436,6 +501,7 @@ def train_hybrid(
     on_epoch: Callable[[EpochStats], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     init_state: dict[str, Tensor] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> tuple[HybridGNNLSTM, list[EpochStats]]:
     """Train through the curriculum's stages on the training split; each stage early-stops on the
     validation split's loss and hands its best weights to the next.
@@ -444,13 +510,18 @@ def train_hybrid(
     there, training resumes from it (same stage, next epoch, same random state), so a killed
     training continues where it stopped. ``init_state`` starts from trained weights (fine-tuning);
     feature standardisation is always re-estimated on this data's training split.
+    ``distributed`` (``anomaly_pipeline.distributed``, under ``torchrun``): this rank trains on its
+    shard of the training chunks, gradients and validation results are averaged over the ranks.
     Returns the best model and the per-epoch history.
     """
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
     device = train_config.resolved_device()
-    if model_config.history != windows.config.history:
-        model_config = HybridConfig(**{**model_config.to_dict(), "history": windows.config.history})
+    # The model's horizons follow the data's windows; without a coarse scale it is single-scale.
+    horizons = {"history": windows.config.history, "coarse_history": windows.config.coarse_history,
+                "multi_scale": model_config.multi_scale and windows.coarse is not None}
+    if any(getattr(model_config, k) != v for k, v in horizons.items()):
+        model_config = HybridConfig(**{**model_config.to_dict(), **horizons})
     model = HybridGNNLSTM(model_config).to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -518,7 +589,9 @@ def train_hybrid(
         _set_trainable(model, train_config.joint, state["stage"])
         model.train()
         losses = []
-        for ci in rng.permutation(len(train_chunks)):
+        order = (rng.permutation(len(train_chunks)) if distributed is None
+                 else distributed.shard_train_chunks(train_chunks, windows.event_bucket, len(history)))
+        for ci in order:
             c0, c1 = train_chunks[ci]
             idx = events_in(c0, c1, train_config.max_events_per_chunk)
             if len(idx) == 0:
@@ -527,6 +600,8 @@ def train_hybrid(
                 loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage, train_config.supervised_weight)
             optimiser.zero_grad()
             loss.backward()
+            if distributed is not None:
+                distributed.average_gradients(model)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
             losses.append(loss.item())
@@ -536,7 +611,7 @@ def train_hybrid(
             # Fixed negatives and sample for validation so epochs compare like with like.
             val_rng = np.random.default_rng(train_config.seed + 1)
             sampler.rng = val_rng
-            for c0, c1 in val_chunks:
+            for c0, c1 in (val_chunks if distributed is None else distributed.shard(val_chunks)):
                 lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
                 idx = np.arange(lo, hi)
                 if len(idx) > train_config.max_events_per_chunk:
@@ -548,6 +623,9 @@ def train_hybrid(
                 val_scores.append(logits)
                 val_targets.append(target)
             sampler.rng = rng
+        if distributed is not None:
+            losses, val_losses, val_scores, val_targets = distributed.gather_epoch(
+                losses, val_losses, val_scores, val_targets)
         val_loss = float(np.mean(val_losses)) if val_losses else float(np.mean(losses))
         val_auc = _auc(np.concatenate(val_scores), np.concatenate(val_targets)) if val_scores else float("nan")
         state["stage_epoch"] += 1
@@ -582,6 +660,7 @@ def score_components(
     wanted[idx] = True
     L = model.config.history
     w = windows
+    gt.freeze_coarse(model)
     parts[:, 0] = -np.log(w.event_x[:, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
     for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
         lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])

@@ -24,6 +24,8 @@ class GraphWindowsConfig(dg.Config):
     train_fraction: float = 0.6
     validation_fraction: float = 0.2
     adaptive_events_per_bucket: int | None = None
+    coarse_stride_hours: float | None = 24.0
+    coarse_history: int = 7
 
 
 @dg.asset(group_name="features", kinds={"pytorch", "numpy"}, owners=OWNERS)

@@ -27,19 +27,20 @@ from .resources import StateResource
 
 class CurriculumStageConfig(dg.Config):
     """One curriculum stage: negatives random | hard | mixed, optional shorter history (snapshots),
-    optional adversarial feature perturbation (0 = off)."""
+    optional adversarial feature perturbation (0 = off), coarse (daily) history on or off."""
 
     name: str
     epochs: int = 2
     negatives: str = "random"
     history: int | None = None
     adversarial_eps: float = 0.0
+    multi_scale: bool = True
 
 
 def _default_curriculum() -> list[CurriculumStageConfig]:
     return [
         CurriculumStageConfig(name=s.name, epochs=s.epochs, negatives=s.negatives, history=s.history,
-                              adversarial_eps=s.adversarial_eps)
+                              adversarial_eps=s.adversarial_eps, multi_scale=s.multi_scale)
         for s in DEFAULT_CURRICULUM
     ]
 
@@ -56,6 +57,7 @@ class HybridTrainingConfig(dg.Config):
     heterogeneous: bool = True
     bidirectional: bool = True
     fusion: str = "cross_attention"
+    multi_scale: bool = Field(default=True, description="coarse (daily) history next to the fine one")
     learning_rate: float = 3e-3
     supervised_weight: float = Field(default=0.0, description="multi-task attack head on labelled events; 0 = off")
     joint: bool = Field(default=True, description="joint end-to-end training; False = sequential")
@@ -95,11 +97,12 @@ def hybrid_model(
     model_config = HybridConfig(
         hidden=config.hidden, gat_heads=config.gat_heads, hops=config.hops, attention=config.attention,
         heterogeneous=config.heterogeneous, bidirectional=config.bidirectional, fusion=config.fusion,
-        history=graph_windows.config.history,
+        history=graph_windows.config.history, multi_scale=config.multi_scale,
+        coarse_history=graph_windows.config.coarse_history,
     )
     stages = tuple(
         CurriculumStage(name=st.name, epochs=config.epochs_per_stage or st.epochs, negatives=st.negatives,
-                        history=st.history, adversarial_eps=st.adversarial_eps)
+                        history=st.history, adversarial_eps=st.adversarial_eps, multi_scale=st.multi_scale)
         for st in config.curriculum
     )
     train_config = TrainConfig(

@@ -59,6 +59,10 @@ class HybridConfig:
     # spatial_only (static GNN ablation: no LSTM).
     fusion: str = "cross_attention"
     history: int = 6
+    # Multi-scale windows: a second LSTM with its own time attention reads each node's coarse
+    # (daily) history, and a learned attention over the two scales weighs them per node.
+    multi_scale: bool = True
+    coarse_history: int = 7
     decoder_hidden: int = 64
     dropout: float = 0.1
     attribute_weight: float = 0.5  # weight of the attribute likelihood in the training loss
@@ -253,6 +257,10 @@ class HybridGNNLSTM(nn.Module):
         self.config = config
         self.spatial = SpatialEncoder(config)
         self.temporal = TemporalEncoder(config)
+        if config.multi_scale:
+            self.coarse_temporal = TemporalEncoder(config)
+            self.scale_attn = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.Tanh(),
+                                            nn.Linear(config.hidden, 1, bias=False))
         self.fusion = CrossAttentionFusion(config)
         self.concat = nn.Sequential(nn.Linear(2 * config.hidden, config.hidden), nn.ReLU())
         self.decoder = EventDecoder(config)
@@ -262,11 +270,12 @@ class HybridGNNLSTM(nn.Module):
         # Weight of the supervised head's -log(1 - p(attack)) in the score (0: not trained).
         self.register_buffer("supervised_weight", torch.zeros(()))
 
-    def node_states(self, seq: Tensor) -> tuple[Tensor, Tensor]:
+    def node_states(self, seq: Tensor, coarse_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Fused representation from a node's history of snapshot embeddings.
 
         seq: [U, L, d], oldest first; the last step is the most recent snapshot (the spatial view).
-        Returns fused [U, d] and the time attention weights [U, L].
+        coarse_seq: [U, Lc, d] the node's completed coarse (daily) snapshots, oldest first, or None
+        for a single scale. Returns fused [U, d] and the fine time attention weights [U, L].
         """
         mode = self.config.fusion
         if mode == "spatial_only":
@@ -274,9 +283,16 @@ class HybridGNNLSTM(nn.Module):
                 torch.full((len(seq),), seq.shape[1] - 1, device=seq.device), seq.shape[1]
             ).float()
         pooled, outputs, weights = self.temporal(seq)
+        temporal = outputs[:, -1] if mode == "early" else pooled
+        if coarse_seq is not None and self.config.multi_scale:
+            coarse_pooled, coarse_outputs, _ = self.coarse_temporal(coarse_seq)
+            scales = torch.stack([temporal, coarse_pooled], dim=1)  # [U, 2, d]
+            scale_weights = torch.softmax(self.scale_attn(scales).squeeze(-1), dim=1)
+            temporal = torch.einsum("us,usd->ud", scale_weights, scales)
+            outputs = torch.cat([coarse_outputs, outputs], dim=1)  # cross-attention sees both scales
         if mode == "early":
-            return outputs[:, -1], weights
+            return temporal, weights
         if mode == "concat":
-            return self.concat(torch.cat([seq[:, -1], pooled], dim=-1)), weights
-        fused, _ = self.fusion(seq[:, -1], pooled, outputs)
+            return self.concat(torch.cat([seq[:, -1], temporal], dim=-1)), weights
+        fused, _ = self.fusion(seq[:, -1], temporal, outputs)
         return fused, weights
