@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from anomaly_pipeline.evaluation import evaluate_detectors
 from anomaly_pipeline.graph import GraphWindows
@@ -19,7 +20,11 @@ class EvaluationConfig(dg.Config):
     """Alert thresholds are set on validation scores at these false-positive rates."""
 
     target_fprs: list[float] = [0.01, 0.001]
-    gate_margin: float = 0.0
+    gate_margin: float = Field(
+        default=0.0,
+        description="the hybrid's AP must exceed every baseline's AP by this much (absolute); a failing gate "
+        "blocks registration",
+    )
 
 
 @dataclass
@@ -69,8 +74,10 @@ def _top_alerts_explained(hybrid, graph_windows: GraphWindows, test_scores, n: i
         dg.AssetCheckSpec(
             "hybrid_beats_baselines",
             asset="model_evaluation",
-            description="Quality gate: the hybrid model's average precision on the test window must "
-            "exceed every baseline's by gate_margin. registered_model only makes a passing model champion.",
+            description="Quality gate (blocking): the hybrid model's average precision on the test window must "
+            "exceed every baseline's by gate_margin; when it does not, registered_model does not run, so a "
+            "worse model is never registered, let alone made champion.",
+            blocking=True,
         )
     ],
 )
@@ -115,12 +122,13 @@ def model_evaluation(
             "test_events": int(report.table["test_events"].iloc[0]),
             "test_attacks": int(report.table["test_attacks"].iloc[0]),
             "gate_passed": passed,
+            "gate_reason": reason,
         },
     )
     yield dg.AssetCheckResult(
         check_name="hybrid_beats_baselines",
         passed=passed,
-        severity=dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR,
         metadata={"hybrid_average_precision": hybrid_ap, "best_baseline": best_name,
                   "best_baseline_average_precision": best_ap, "margin": config.gate_margin},
         description=reason,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterAssetCheckFailedError
 
 from anomaly_pipeline import settings
 from anomaly_pipeline.summary import write_summary
@@ -29,12 +30,39 @@ def dagster_instance(paths: settings.StatePaths) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+class QualityGateFailed(RuntimeError):
+    """The blocking quality gate stopped the run before registration (nothing was registered)."""
+
+    def __init__(self, reason: str, run_id: str | None = None) -> None:
+        self.reason = reason
+        self.run_id = run_id
+        super().__init__(
+            f"quality gate failed, so this model was NOT registered and the champion is unchanged: {reason}. "
+            "See the hybrid_beats_baselines check and the model_evaluation comparison in the Dagster UI; train "
+            "longer (anomaly-pipeline run --epochs-per-stage N), check the data, or set gate_margin in the "
+            "model_evaluation config if the bar is wrong for this data."
+        )
+
+
+def _gate_failure(instance: dg.DagsterInstance) -> QualityGateFailed:
+    records = instance.fetch_materializations(dg.AssetKey("model_evaluation"), limit=1).records
+    if not records:
+        return QualityGateFailed("the hybrid model did not beat every baseline")
+    entry = records[0].event_log_entry
+    meta = entry.asset_materialization.metadata
+    reason = meta["gate_reason"].value if "gate_reason" in meta else "the hybrid model did not beat every baseline"
+    return QualityGateFailed(str(reason), entry.run_id)
+
+
 def run_full_pipeline(
     home: str | None = None,
     run_config: dict[str, Any] | None = None,
     resources: dict[str, object] | None = None,
 ) -> dict[str, Any]:
-    """Materialize every asset, then return (and write) the run summary."""
+    """Materialize every asset, then return (and write) the run summary.
+
+    Raises ``QualityGateFailed`` when the blocking quality gate stops the run before registration.
+    """
     from definitions import build_definitions, local_resources
 
     paths = settings.state_paths(home).ensure()
@@ -45,7 +73,13 @@ def run_full_pipeline(
     job = defs.resolve_job_def("full_pipeline_job")
     started = time.perf_counter()
     config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
-    result = job.execute_in_process(instance=dagster_instance(paths), run_config=config, raise_on_error=True)
+    instance = dagster_instance(paths)
+    try:
+        result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=True)
+    except DagsterAssetCheckFailedError as error:
+        if "hybrid_beats_baselines" not in str(error):
+            raise
+        raise _gate_failure(instance) from error
     seconds = time.perf_counter() - started
 
     meta: dict[str, dict[str, Any]] = {}

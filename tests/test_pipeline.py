@@ -20,6 +20,9 @@ FAST_CONFIG = {
     "ops": {
         "hybrid_model": {"config": {"epochs_per_stage": 1, "hidden": 16}},
         "graph_windows": {"config": {"history": 4}},
+        # This file tests the plumbing with a barely trained model, so the quality gate is opened
+        # here; tests/test_quality_gate.py tests that the gate blocks.
+        "model_evaluation": {"config": {"gate_margin": -1.0}},
         # A low threshold so the drift sensor has something to react to.
         "drift_report": {"config": {"drift_share_threshold": 0.01}},
     }
