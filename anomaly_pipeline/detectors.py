@@ -19,11 +19,18 @@ from sklearn.ensemble import IsolationForest
 
 from anomaly_pipeline.graph import EVENT_FEATURES, NODE_FEATURES, GraphWindows
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM
-from anomaly_pipeline.training import EpochStats, TrainConfig, score_events, train_hybrid
+from anomaly_pipeline.training import EpochStats, TrainConfig, score_components, train_hybrid
 
 WEIGHTS_FILE = "state_dict.pt"
 CALIBRATION_POINTS = 1001
 CONFIG_FILE = "detector.json"
+# How the hybrid's score parts (hour, link, attribute and supervised surprisal, in nats) become one
+# score: ``tail_sum`` (default) adds each part's position among the validation events' values of
+# that part (its empirical CDF), so a part with a wide benign spread (volumes) cannot drown the
+# others; ``surprisal`` adds the raw nats (the event's total -log-likelihood).
+COMBINATIONS = ("tail_sum", "surprisal")
+# Below one CDF step (1 / CALIBRATION_POINTS): only orders events that share every part's step.
+TIE_BREAK = 1e-5
 
 
 class Detector(Protocol):
@@ -62,7 +69,12 @@ class HybridDetector:
         fit_fpr: float = 0.01,
         on_epoch: Callable[[EpochStats], None] | None = None,
         checkpoint_dir: str | Path | None = None,
+        combination: str = "tail_sum",
     ) -> None:
+        if combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
+        self.combination = combination
+        self.part_quantiles_: np.ndarray | None = None
         self.model_config = model_config
         self.train_config = train_config
         self.fit_fpr = fit_fpr
@@ -84,6 +96,12 @@ class HybridDetector:
 
     def _fit_thresholds(self, windows: GraphWindows, idx: np.ndarray | None) -> HybridDetector:
         train_idx = windows.split_index("train") if idx is None else idx
+        # Each score part's distribution on the validation window (unlabelled, after training in
+        # time) for the tail_sum combination; no label is used.
+        val_idx = windows.split_index("validation")
+        parts = score_components(self.model, windows, val_idx if len(val_idx) else train_idx)
+        grid = np.linspace(0, 1, CALIBRATION_POINTS)
+        self.part_quantiles_ = np.stack([np.quantile(np.nan_to_num(parts[:, j]), grid) for j in range(parts.shape[1])])
         self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)
         # Calibration: where a score falls among validation scores (the later, unseen period).
         val_idx = windows.split_index("validation")
@@ -116,10 +134,23 @@ class HybridDetector:
                                                 init_state=init)
         return self._fit_thresholds(windows, None)
 
+    def combine(self, parts: np.ndarray) -> np.ndarray:
+        """One score per row of ``parts`` ([n, len(SCORE_PARTS)] nats), higher = stranger."""
+        parts = np.nan_to_num(np.asarray(parts, dtype=float))
+        if self.combination == "surprisal" or self.part_quantiles_ is None:
+            return parts.sum(axis=1)
+        total = TIE_BREAK * parts.sum(axis=1)
+        for j, q in enumerate(self.part_quantiles_):
+            if q[-1] <= q[0]:
+                continue  # a constant part (the supervised head when it was not trained)
+            lo, hi = np.searchsorted(q, parts[:, j], "left"), np.searchsorted(q, parts[:, j], "right")
+            total += (lo + hi) / (2.0 * len(q))  # mid-rank CDF among validation values
+        return total
+
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("HybridDetector: call fit() or load() before scoring")
-        return score_events(self.model, windows, idx)
+        return self.combine(score_components(self.model, windows, idx))
 
     def save(self, directory: str | Path) -> Path:
         """Weights as a plain state dict plus JSON config: loading executes no pickled code."""
@@ -136,6 +167,8 @@ class HybridDetector:
                     "threshold": self.threshold_,
                     "calibration_quantiles": None if self.calibration_ is None else self.calibration_.tolist(),
                     "fit_fpr": self.fit_fpr,
+                    "combination": self.combination,
+                    "part_quantiles": None if self.part_quantiles_ is None else self.part_quantiles_.tolist(),
                     "node_features": list(NODE_FEATURES),
                     "event_features": list(EVENT_FEATURES),
                 },
@@ -153,7 +186,10 @@ class HybridDetector:
                 f"model at {directory} was trained with different features than this code computes; "
                 "retrain it with this version of anomaly-pipeline"
             )
-        det = cls(HybridConfig(**meta["model_config"]), fit_fpr=meta["fit_fpr"])
+        det = cls(HybridConfig(**meta["model_config"]), fit_fpr=meta["fit_fpr"],
+                  combination=meta.get("combination", "surprisal"))
+        if meta.get("part_quantiles") is not None:
+            det.part_quantiles_ = np.asarray(meta["part_quantiles"], dtype=float)
         det.model = HybridGNNLSTM(det.model_config)
         state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
         det.model.load_state_dict(state)

@@ -49,7 +49,8 @@ def _top_alerts_explained(hybrid, graph_windows: GraphWindows, test_scores, n: i
     test_idx = graph_windows.split_index("test")
     known = np.isfinite(graph_windows.labels[test_idx])
     test_idx = test_idx[known]
-    top = test_idx[np.argsort(-test_scores)[:n]]
+    order = np.argsort(-test_scores)[:n]
+    top = test_idx[order]
     explanations = explain_events(hybrid.model, graph_windows, top)
     events = graph_windows.events.iloc[top]
     return pd.DataFrame(
@@ -59,7 +60,8 @@ def _top_alerts_explained(hybrid, graph_windows: GraphWindows, test_scores, n: i
             "user": events["user"].astype(str).to_numpy(),
             "src_host": events["src_host"].astype(str).to_numpy(),
             "dst_host": events["dst_host"].astype(str).to_numpy(),
-            "score": [round(e.score, 2) for e in explanations],
+            "score": np.round(test_scores[order], 4),
+            "surprisal_nats": [round(e.score, 2) for e in explanations],
             "truth": events["label_detail"].fillna("benign").astype(str).to_numpy(),
             "reasons": ["; ".join(e.reasons) or "(combined surprise)" for e in explanations],
         }

@@ -37,8 +37,23 @@ def test_scores_are_finite_and_sum_of_parts(trained, small_windows):
     parts = score_components(det.model, small_windows, idx)
     assert parts.shape == (len(idx), len(SCORE_PARTS))
     assert np.isfinite(scores).all()
-    np.testing.assert_allclose(scores, parts.sum(axis=1), rtol=1e-5)
     assert 0 < predict(det, small_windows, idx).mean() < 0.2
+    # tail_sum: each part's mid-rank CDF among validation values, summed (plus a tiny tie-break).
+    val_parts = score_components(det.model, small_windows, small_windows.split_index("validation"))
+    expected = np.zeros(len(idx))
+    for j in range(parts.shape[1]):
+        if val_parts[:, j].max() > val_parts[:, j].min():
+            expected += (val_parts[:, j][None, :] < parts[:, j][:, None]).mean(axis=1)
+    np.testing.assert_allclose(scores, expected, atol=0.01)  # 1,001 quantiles stand for the validation values
+    assert scores.max() <= 3 + 1e-3  # three non-constant parts (the supervised head is off)
+    surprisal = HybridDetector(combination="surprisal")
+    surprisal.model = det.model
+    np.testing.assert_allclose(surprisal.decision_function(small_windows, idx), parts.sum(axis=1), rtol=1e-5)
+
+
+def test_unknown_combination_is_refused():
+    with pytest.raises(ValueError, match="tail_sum"):
+        HybridDetector(combination="max")
 
 
 def test_attacks_score_higher_than_benign_events(trained, small_windows):
