@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export ANOMALY_PIPELINE_HOME ?= $(CURDIR)/.anomaly_pipeline
 
-.PHONY: install run test ui lint bench clean bench-lanl-style bench-darpa bench-zeek bench-midas bench-ingest bench-quality ablation
+.PHONY: install run test ui lint bench clean bench-lanl-style bench-darpa bench-zeek bench-midas bench-ingest bench-quality ablation train-ddp stream-demo bench-stream drift-demo
 
 # torch is installed first and pinned: an unpinned torch pulls several GB of CUDA wheels.
 $(BIN)/anomaly-pipeline: pyproject.toml
@@ -56,3 +56,22 @@ bench-quality: install
 # The paper's ablations on the synthetic data over 3 seeds: regenerates docs/ABLATION.md.
 ablation: install
 	$(BIN)/python benchmarks/ablation.py
+
+# Data-parallel training under torchrun: 2 CPU processes (gloo) on synthetic data; on a CUDA host
+# set NPROC to the GPU count (nccl). Rank 0 writes the detector to $(ANOMALY_PIPELINE_HOME)/models/ddp.
+NPROC ?= 2
+train-ddp: install
+	OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m anomaly_pipeline.distributed \
+		--users 120 --days 10 --out $(ANOMALY_PIPELINE_HOME)/models/ddp
+
+# Replay a synthetic day with an attack through the scoring service and print the incidents.
+stream-demo: install
+	$(BIN)/anomaly-pipeline stream-demo
+
+bench-stream: install
+	$(BIN)/python benchmarks/stream_latency.py
+
+# Train, score a quiet and a drifted day with @champion, let the drift sensor retrain, show the
+# promotion decision. State in $(ANOMALY_PIPELINE_HOME)/drift_demo (wiped first).
+drift-demo: install
+	$(BIN)/python benchmarks/drift_demo.py

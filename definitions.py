@@ -1,7 +1,8 @@
 """The one place that assembles the Dagster code location (workspace.yaml points here).
 
 Resources are chosen per environment in one dictionary (``ANOMALY_PIPELINE_ENV``); assets never
-branch on the environment. Only ``local`` (the embedded default) exists so far.
+branch on the environment: ``local`` (the embedded default) or ``production`` (MLflow server,
+shared volumes, Postgres-backed Dagster instance from DAGSTER_HOME; see infra/README.md).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import os
 import dagster as dg
 
 from anomaly_pipeline import settings
-from assets import evaluation, features, ingestion, monitoring, registry, training, validation
+from assets import evaluation, features, ingestion, monitoring, registry, scoring, training, validation
+from assets.experiments import ablation_job
 from assets.resources import EventSourceResource, LocalStateIOManager, MlflowResource, StateResource
+from sensors.alerts import quality_gate_alert_sensor, run_failure_alert_sensor
 from sensors.drift import drift_retrain_sensor
-from sensors.jobs import full_pipeline_job, retrain_job
-from sensors.schedules import weekly_retrain_schedule
+from sensors.jobs import daily_scoring_job, full_pipeline_job, retrain_job
+from sensors.new_data import new_data_sensor
+from sensors.schedules import daily_scoring_schedule, weekly_retrain_schedule
 
 
 def local_resources(home: str | None = None) -> dict[str, object]:
@@ -31,10 +35,30 @@ def local_resources(home: str | None = None) -> dict[str, object]:
     }
 
 
-RESOURCES_BY_ENV = {"local": local_resources}
+def production_resources() -> dict[str, object]:
+    """The same resources over production services, all from environment variables
+    (``settings.ProductionSettings``): the MLflow tracking server, shared volumes for asset values
+    and reports, the telemetry file (synthetic when unset). Dagster's storage is the instance's."""
+    prod = settings.ProductionSettings.from_env()
+    source = (EventSourceResource(kind="file", path=prod.events_path, file_format=prod.events_format)
+              if prod.events_path else EventSourceResource())
+    return {
+        "io_manager": LocalStateIOManager(base_dir=str(prod.storage_dir)),
+        "state": StateResource(home=str(prod.home)),
+        "event_source": source,
+        "mlflow_resource": MlflowResource(
+            tracking_uri=prod.mlflow_tracking_uri, registry_uri=prod.mlflow_registry_uri,
+            artifact_location=prod.artifact_location,
+        ),
+    }
 
-all_assets = dg.load_assets_from_modules([ingestion, validation, features, training, evaluation, registry, monitoring])
-all_asset_checks = dg.load_asset_checks_from_modules([validation, evaluation, monitoring])
+
+RESOURCES_BY_ENV = {"local": local_resources, "production": production_resources}
+
+all_assets = dg.load_assets_from_modules(
+    [ingestion, validation, features, training, evaluation, registry, monitoring, scoring]
+)
+all_asset_checks = dg.load_asset_checks_from_modules([validation, evaluation, monitoring, scoring])
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
@@ -46,9 +70,9 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=all_assets,
         asset_checks=all_asset_checks,
-        jobs=[full_pipeline_job, retrain_job],
-        schedules=[weekly_retrain_schedule],
-        sensors=[drift_retrain_sensor],
+        jobs=[full_pipeline_job, retrain_job, daily_scoring_job, ablation_job],
+        schedules=[weekly_retrain_schedule, daily_scoring_schedule],
+        sensors=[drift_retrain_sensor, new_data_sensor, run_failure_alert_sensor, quality_gate_alert_sensor],
         resources=resources,
     )
 

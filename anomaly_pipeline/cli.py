@@ -4,9 +4,12 @@
     anomaly-pipeline ui           Dagster UI and MLflow UI on 127.0.0.1
     anomaly-pipeline generate     write synthetic telemetry to a CSV / JSON-lines file
     anomaly-pipeline models list  registered versions with aliases, scores and decisions
+    anomaly-pipeline models promote VERSION [--force --reason ...] / models rollback [--to VERSION]
     anomaly-pipeline summary      print the last run's summary again
     anomaly-pipeline detect       train on the first part of a log file, rank the rest into a CSV
     anomaly-pipeline datasets     known public data sets: list where they are, download them
+    anomaly-pipeline stream       score a live stream (stdin, followed file, Kafka) with @champion
+    anomaly-pipeline serve        HTTP scoring service on 127.0.0.1 (events, alerts, incidents, metrics)
 
 The ``run`` and ``ui`` commands hand over to the Dagster layer (``assets/``, ``definitions.py``);
 everything else in this package is plain Python.
@@ -28,7 +31,7 @@ from anomaly_pipeline import settings
 def _cmd_run(args: argparse.Namespace) -> int:
     from anomaly_pipeline.summary import format_summary
     from assets.resources import EventSourceResource
-    from assets.runner import run_full_pipeline
+    from assets.runner import QualityGateFailed, run_full_pipeline
 
     source = EventSourceResource(
         kind="file" if args.input else "synthetic",
@@ -43,7 +46,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_config = {"ops": {"hybrid_model": {"config": {"epochs_per_stage": args.epochs_per_stage}}}}
     print(f"materializing every asset on {source.describe()} (state: {settings.state_paths(args.home).home})",
           flush=True)
-    summary = run_full_pipeline(args.home, run_config=run_config, resources={"event_source": source})
+    try:
+        summary = run_full_pipeline(args.home, run_config=run_config, resources={"event_source": source})
+    except QualityGateFailed as failed:
+        print(f"run {failed.run_id or ''} stopped at the quality gate: {failed}", file=sys.stderr)
+        return 3
     print(format_summary(summary))
     return 0
 
@@ -91,10 +98,31 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from anomaly_pipeline import registry
     from anomaly_pipeline.registry import RegistryConfig, configure, list_versions
 
     config = RegistryConfig.from_state(settings.state_paths(args.home))
     client = configure(config)
+    actor = os.environ.get("USER", "operator")
+    try:
+        if args.action == "promote":
+            if args.version is None:
+                print("error: models promote needs a VERSION (see `models list`)", file=sys.stderr)
+                return 2
+            if args.force:
+                decision = registry.force_promote(client, config, args.version, reason=args.reason or "", actor=actor)
+            else:
+                decision = registry.repromote(client, config, args.version)
+            print(f"version {decision.version}: {decision.decision}: {decision.reason}")
+            print(f"champion: version {decision.champion_after or 'none'}")
+            return 0 if decision.decision in ("promoted", "forced") else 1
+        if args.action == "rollback":
+            done = registry.rollback(client, config, to_version=args.to, reason=args.reason or "", actor=actor)
+            print(f"champion rolled back from version {done.from_version} to version {done.to_version} ({done.reason})")
+            return 0
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     versions = list_versions(client, config.model_name)
     if versions.empty:
         print(f"no versions of {config.model_name} yet: run `make run` first")
@@ -206,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     models = sub.add_parser("models", help="registered model versions")
-    models.add_argument("action", choices=["list"])
+    models.add_argument("action", choices=["list", "promote", "rollback"])
+    models.add_argument("version", nargs="?", default=None, help="promote: the version to make champion")
+    models.add_argument("--force", action="store_true",
+                        help="promote: make it champion whatever the gate and scores said (needs --reason)")
+    models.add_argument("--reason", default=None, help="why (recorded on the versions)")
+    models.add_argument("--to", default=None, help="rollback: the version to restore (default: the previous champion)")
     models.set_defaults(func=_cmd_models)
 
     summary = sub.add_parser("summary", help="print the last run's summary")
@@ -241,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("name", nargs="?", default=None, help="data set to download (see `datasets list`)")
     datasets.add_argument("--force", action="store_true", help="download again even if present")
     datasets.set_defaults(func=_cmd_datasets)
+
+    from anomaly_pipeline.streaming.commands import add_stream_commands
+
+    add_stream_commands(sub)  # stream, serve, stream-demo
     return parser
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_MAX_ROWS = 50_000
+SCORE_COLUMN = "anomaly_score"
 SCORE_COLUMNS: tuple[str, ...] = ("column", "column_type", "stattest", "score", "threshold", "drifted")
 
 
@@ -223,6 +224,37 @@ def compute_drift(
         skipped_columns=skipped,
         evidently_version=evidently.__version__,
     )
+
+
+def drift_frame(windows: Any, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """The columns drift is measured on, for events ``idx`` of ``windows`` (a ``GraphWindows``).
+
+    The behaviour features listed in ``graph.DRIFT_MONITORED_FEATURES`` (as the model sees them),
+    the event type, and the model's anomaly score (``anomaly_score``): the same frame is built for
+    the champion's training reference at registration and for each scored day, so both sides of a
+    comparison always have the same columns.
+    """
+    from anomaly_pipeline.graph import DRIFT_MONITORED_FEATURES, EVENT_FEATURES
+
+    idx = np.asarray(idx, dtype=np.int64)
+    scores = np.asarray(scores, dtype=float)
+    if len(idx) != len(scores):
+        raise ValueError(f"{len(idx)} event positions but {len(scores)} scores; pass one score per event")
+    columns = [EVENT_FEATURES.index(f) for f in DRIFT_MONITORED_FEATURES]
+    frame = pd.DataFrame(windows.event_x[np.ix_(idx, columns)], columns=list(DRIFT_MONITORED_FEATURES))
+    frame["event_type"] = windows.events["event_type"].to_numpy()[idx].astype(str)
+    frame[SCORE_COLUMN] = scores
+    return frame
+
+
+def score_drift(result: DriftResult) -> dict[str, Any] | None:
+    """The anomaly-score row of ``result`` (test, score, threshold, drifted), or None if not compared."""
+    rows = result.column_scores[result.column_scores["column"] == SCORE_COLUMN]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    return {"stattest": str(row.stattest), "score": _finite_or_none(row.score),
+            "threshold": _finite_or_none(row.threshold), "drifted": bool(row.drifted)}
 
 
 def _select_columns(

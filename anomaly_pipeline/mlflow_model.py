@@ -9,7 +9,9 @@ output: one row per scored event with ``event_id``, ``score`` (higher is strange
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -61,23 +63,69 @@ class HybridPyfunc(PythonModel):
         self.window_config = WindowConfig(**json.loads(Path(context.artifacts[ARTIFACT_WINDOWS]).read_text()))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ANN001
-        from anomaly_pipeline.graph import build_graph_windows
         from anomaly_pipeline.schema import conform
 
         frame = pd.DataFrame(model_input)
         if "success" in frame and frame["success"].dtype == float:
             frame["success"] = frame["success"].map({1.0: True, 0.0: False})
         events = conform(frame, source="mlflow")
+        return self.score_period(events).scored[["event_id", "score", "calibrated_tail", "alert"]]
+
+    def score_period(
+        self, events: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+    ) -> PeriodScores:
+        """Score the canonical ``events`` with ``ts`` in [``start``, ``end``), using every earlier
+        event in ``events`` as history (graph windows need the preceding snapshots).
+
+        Returns the scored events of the period (canonical columns plus ``score``,
+        ``calibrated_tail``, ``alert``, ``rank`` (1 = most anomalous)) together with the graph
+        windows and the period's positions in them, so the caller can read the same features the
+        model saw (e.g. for drift) without building the windows twice.
+        """
+        from anomaly_pipeline.graph import build_graph_windows
+
         windows = build_graph_windows(events, self.window_config)
-        scores = self.detector.decision_function(windows, np.arange(len(windows.event_src)))
-        return pd.DataFrame(
-            {
-                "event_id": windows.events["event_id"].astype(str).to_numpy(),
-                "score": scores,
-                "calibrated_tail": self.detector.calibrate(scores),
-                "alert": scores > float(self.detector.threshold_),
-            }
+        ts = pd.to_datetime(windows.events["ts"], utc=True)
+        mask = np.ones(len(ts), dtype=bool)
+        if start is not None:
+            mask &= (ts >= start).to_numpy()
+        if end is not None:
+            mask &= (ts < end).to_numpy()
+        idx = np.flatnonzero(mask)
+        scores = self.detector.decision_function(windows, idx) if len(idx) else np.zeros(0)
+        threshold = float(self.detector.threshold_)
+        scored = windows.events.iloc[idx].reset_index(drop=True).copy()
+        scored["score"] = scores
+        scored["calibrated_tail"] = self.detector.calibrate(scores) if len(idx) else np.zeros(0)
+        scored["alert"] = scores > threshold
+        scored["rank"] = pd.Series(scores).rank(ascending=False, method="first").astype("int64").to_numpy()
+        return PeriodScores(scored=scored, windows=windows, index=idx, threshold=threshold)
+
+
+@dataclass
+class PeriodScores:
+    """One period's scores: ``scored`` rows align with ``index`` (positions in ``windows``)."""
+
+    scored: pd.DataFrame
+    windows: Any  # anomaly_pipeline.graph.GraphWindows
+    index: np.ndarray
+    threshold: float
+
+
+def load_pyfunc(model_uri: str) -> tuple[Any, HybridPyfunc]:
+    """``mlflow.pyfunc.load_model(model_uri)`` and the project's model inside it.
+
+    Raises:
+        ValueError: the URI points at a model that is not this project's hybrid detector.
+    """
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    inner = loaded.unwrap_python_model()
+    if not hasattr(inner, "score_period"):
+        raise ValueError(
+            f"{model_uri} is a {type(inner).__name__} without score_period: either not the project's hybrid "
+            "detector or one logged by an older version of this code; retrain (retrain_job) and promote the new version"
         )
+    return loaded, inner
 
 
 mlflow.models.set_model(HybridPyfunc())

@@ -10,7 +10,10 @@ The lifecycle (ARCHITECTURE.md, "Registry, drift, continuous learning"):
 3. ``promote`` moves the alias ``champion`` to the challenger only when the blocking quality gate
    passed and the challenger's score is at least the champion's on the same metric (the champion's
    score is read from its version tag ``eval_<metric>``); the decision, both scores and the reason
-   are recorded as tags on the challenger version.
+   are recorded as tags on the challenger version. Whenever ``champion`` moves, the version it
+   left is remembered on the new champion (``previous_champion``).
+4. ``rollback`` moves ``champion`` back to that previous champion and records it on both versions;
+   ``force_promote`` is an operator's explicit override, recorded as ``forced``.
 
 Scoring loads ``models:/<name>@champion``. Only aliases are used, never the deprecated stages.
 Everything works against a local ``sqlite:///`` store and artifact folder with no server; a remote
@@ -45,7 +48,9 @@ CHALLENGER = "challenger"
 DEFAULT_METRIC = "average_precision"
 GIT_COMMIT_TAG = "git_commit"
 DECISION_TAG = "promotion_decision"
-Decision = Literal["promoted", "kept_champion", "gate_failed"]
+GATE_TAG = "gate_passed"
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+Decision = Literal["promoted", "kept_champion", "gate_failed", "forced"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class PromotionDecision:
     @property
     def champion_after(self) -> str | None:
         """The version holding ``champion`` after the decision."""
-        return self.version if self.promoted else self.champion_version
+        return self.version if self.decision in ("promoted", "forced") else self.champion_version
 
 
 def configure(config: RegistryConfig) -> MlflowClient:
@@ -225,10 +230,14 @@ def promote(
     challenger_score: float,
     metric: str = DEFAULT_METRIC,
     higher_is_better: bool = True,
+    champion_score: float | None = None,
 ) -> PromotionDecision:
     """Move ``champion`` to ``version`` iff the gate passed and it scores at least the champion.
 
-    The champion's score is its version tag ``eval_<metric>`` (written by an earlier ``promote``).
+    ``champion_score`` is the current champion's score on the *same evaluation data* as
+    ``challenger_score`` (the caller scored both models on the challenger's test window); without
+    it, the champion's score is its version tag ``eval_<metric>`` (from its own evaluation), and
+    the tag ``champion_score_source`` says which was used.
     Rules, in order: gate failed -> ``gate_failed`` (the champion, if any, stays); no champion yet
     -> ``promoted``; ``version`` already champion -> ``promoted``; champion without a readable
     score -> ``promoted`` (there is nothing to beat, said in the reason); challenger score >=
@@ -252,10 +261,15 @@ def promote(
     score_tag = f"eval_{metric}"
 
     champion_version = _registered_aliases(client, name).get(CHAMPION)
-    champion_score: float | None = None
-    if champion_version is not None:
+    source = "none"
+    if champion_version is None or champion_version == version:
+        champion_score = None
+    elif champion_score is not None and math.isfinite(float(champion_score)):
+        champion_score, source = float(champion_score), "same_evaluation_data"
+    else:
         champion = client.get_model_version(name, champion_version)
-        champion_score = _parse_score(champion.tags.get(score_tag))
+        champion_score, source = _parse_score(champion.tags.get(score_tag)), "champion_tag"
+    where = " on the same evaluation data" if source == "same_evaluation_data" else ""
 
     decision: Decision
     if not gate_passed:
@@ -282,26 +296,28 @@ def promote(
             decision = "promoted"
             reason = (
                 f"quality gate passed and {metric} {score:.4f} {relation} champion version "
-                f"{champion_version}'s {champion_score:.4f}"
+                f"{champion_version}'s {champion_score:.4f}{where}"
             )
         else:
             decision = "kept_champion"
             reason = (
                 f"quality gate passed but {metric} {score:.4f} is not {relation} champion version "
-                f"{champion_version}'s {champion_score:.4f}; champion stays"
+                f"{champion_version}'s {champion_score:.4f}{where}; champion stays"
             )
 
     record = {
         score_tag: repr(score),
+        GATE_TAG: str(bool(gate_passed)).lower(),
         DECISION_TAG: decision,
         "compared_to": champion_version or "none",
         "champion_score": repr(champion_score) if champion_score is not None else "none",
+        "champion_score_source": source,
         "promotion_reason": reason,
     }
     for key, value in record.items():
         client.set_model_version_tag(name, version, key, value)
     if decision == "promoted" and champion_version != version:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        _move_champion(client, name, version, champion_version)
     logger.info("model %s version %s: %s (%s)", name, version, decision, reason)
     return PromotionDecision(
         model_name=name,
@@ -313,6 +329,167 @@ def promote(
         champion_score=champion_score,
         reason=reason,
     )
+
+
+def force_promote(
+    client: MlflowClient, config: RegistryConfig, version: str | int, *, reason: str, actor: str = "operator"
+) -> PromotionDecision:
+    """Make ``version`` champion by hand, whatever the gate and the scores said (``models promote --force``).
+
+    For an operator's decision (e.g. a first champion on data without labels); recorded on the
+    version as ``promotion_decision=forced`` with ``reason`` and ``actor``, so the registry shows
+    that no rule made it champion. ``rollback`` undoes it.
+
+    Raises:
+        ValueError: ``version`` does not exist, or ``reason`` is empty.
+    """
+    name = config.model_name
+    version = str(version)
+    if not reason.strip():
+        raise ValueError("a forced promotion needs a reason (e.g. --reason 'first champion, approved by ...')")
+    target = _get_version(client, name, version)
+    champion_version = _registered_aliases(client, name).get(CHAMPION)
+    score_tag = f"eval_{DEFAULT_METRIC}"
+    champion_score = None
+    if champion_version is not None:
+        champion_score = _parse_score(client.get_model_version(name, champion_version).tags.get(score_tag))
+    text = f"forced by {actor}: {reason.strip()}"
+    record = {
+        DECISION_TAG: "forced",
+        "compared_to": champion_version or "none",
+        "champion_score": repr(champion_score) if champion_score is not None else "none",
+        "promotion_reason": text,
+    }
+    for key, value in record.items():
+        client.set_model_version_tag(name, version, key, value)
+    if champion_version != version:
+        _move_champion(client, name, version, champion_version)
+    logger.info("model %s version %s: forced champion (%s)", name, version, text)
+    score = _parse_score(target.tags.get(score_tag))
+    return PromotionDecision(
+        model_name=name,
+        version=version,
+        metric=DEFAULT_METRIC,
+        decision="forced",
+        challenger_score=score if score is not None else math.nan,
+        champion_version=champion_version,
+        champion_score=champion_score,
+        reason=text,
+    )
+
+
+def repromote(client: MlflowClient, config: RegistryConfig, version: str | int) -> PromotionDecision:
+    """Apply ``promote``'s rules again to ``version`` with the gate verdict and score recorded on it
+    at registration (``models promote VERSION``): e.g. after the champion was rolled back.
+
+    Raises:
+        ValueError: ``version`` does not exist or carries no recorded score / gate verdict.
+    """
+    name = config.model_name
+    tags = _get_version(client, name, str(version)).tags
+    score = _parse_score(tags.get(f"eval_{DEFAULT_METRIC}"))
+    gate = tags.get(GATE_TAG)
+    if score is None or gate not in ("true", "false"):
+        raise ValueError(
+            f"model {name!r} version {version} has no recorded eval_{DEFAULT_METRIC} / {GATE_TAG} tags, so "
+            "the promotion rules cannot be applied; use --force with a --reason to promote it by hand"
+        )
+    return promote(client, config, version, gate_passed=gate == "true", challenger_score=score)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """What ``rollback`` did: ``champion`` moved from ``from_version`` to ``to_version``."""
+
+    model_name: str
+    from_version: str
+    to_version: str
+    reason: str
+
+
+def rollback(
+    client: MlflowClient,
+    config: RegistryConfig,
+    *,
+    to_version: str | int | None = None,
+    reason: str = "",
+    actor: str = "operator",
+) -> RollbackResult:
+    """Move ``champion`` back to the champion before the current one (or to ``to_version``).
+
+    The previous champion is the current champion's ``previous_champion`` tag, written whenever
+    the alias moves. Recorded on both versions: the demoted one gets ``rolled_back=true``,
+    ``rollback_to`` and ``rollback_reason``; the restored one ``restored_from`` and
+    ``promotion_decision=rollback_restored``. The restored version's own ``previous_champion``
+    is kept, so a second rollback goes one step further back.
+
+    Raises:
+        ValueError: no champion, no earlier champion recorded (and no ``to_version``), or
+            ``to_version`` does not exist / already is the champion.
+    """
+    name = config.model_name
+    current = _registered_aliases(client, name).get(CHAMPION)
+    if current is None:
+        raise ValueError(f"model {name!r} has no champion, so there is nothing to roll back")
+    if to_version is None:
+        previous = client.get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
+        if not previous or previous == "none":
+            raise ValueError(
+                f"champion version {current} of {name!r} has no earlier champion recorded; "
+                "name the version to restore with --to VERSION"
+            )
+        to_version = previous
+    target = str(to_version)
+    _get_version(client, name, target)
+    if target == current:
+        raise ValueError(f"version {target} already is the champion of {name!r}")
+    text = f"rolled back by {actor}" + (f": {reason.strip()}" if reason.strip() else "")
+    client.set_registered_model_alias(name, CHAMPION, target)
+    for key, value in {"rolled_back": "true", "rollback_to": target, "rollback_reason": text}.items():
+        client.set_model_version_tag(name, current, key, value)
+    for key, value in {"restored_from": current, DECISION_TAG: "rollback_restored", "promotion_reason": text}.items():
+        client.set_model_version_tag(name, target, key, value)
+    logger.info("model %s: champion rolled back from version %s to %s (%s)", name, current, target, text)
+    return RollbackResult(model_name=name, from_version=current, to_version=target, reason=text)
+
+
+DRIFT_REFERENCE_ARTIFACT = "reference/drift_reference.parquet"
+
+
+def log_drift_reference(reference: pd.DataFrame) -> None:
+    """Log the training reference for drift (features and scores, ``drift.drift_frame``) into the
+    active run, so drift can later compare new days with *this* model's training data."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(DRIFT_REFERENCE_ARTIFACT).name
+        reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), str(Path(DRIFT_REFERENCE_ARTIFACT).parent))
+
+
+def load_drift_reference(client: MlflowClient, config: RegistryConfig, version: str | int) -> pd.DataFrame:
+    """The drift reference logged with ``version``'s training run.
+
+    Raises:
+        ValueError: the version's run logged no reference (registered before references existed).
+    """
+    import tempfile
+
+    mv = _get_version(client, config.model_name, str(version))
+    names = {a.path for a in client.list_artifacts(mv.run_id, str(Path(DRIFT_REFERENCE_ARTIFACT).parent))}
+    if DRIFT_REFERENCE_ARTIFACT not in names:
+        raise ValueError(
+            f"model {config.model_name!r} version {version} (run {mv.run_id}) has no {DRIFT_REFERENCE_ARTIFACT}; "
+            "it was registered before drift references were logged: retrain (retrain_job) to get one"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(mv.run_id, DRIFT_REFERENCE_ARTIFACT, tmp)
+        return pd.read_parquet(local)
+
+
+def champion_version(client: MlflowClient, model_name: str) -> str | None:
+    """The version holding ``champion``, or None when there is none (or the model is not registered)."""
+    return _registered_aliases(client, model_name).get(CHAMPION)
 
 
 def aliases_of(client: MlflowClient, model_name: str, version: str | int) -> list[str]:
@@ -459,6 +636,12 @@ def _wait_until_ready(client: MlflowClient, name: str, version: str, await_secon
                 "registry server's logs and the artifact store, then register again"
             )
         time.sleep(1.0)
+
+
+def _move_champion(client: MlflowClient, name: str, version: str, previous: str | None) -> None:
+    """Point ``champion`` at ``version``, remembering ``previous`` on it for ``rollback``."""
+    client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, previous or "none")
+    client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def _get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:

@@ -76,3 +76,78 @@ def state_paths(home: str | os.PathLike[str] | None = None) -> StatePaths:
     """State paths for ``home``, else ``$ANOMALY_PIPELINE_HOME``, else ``./.anomaly_pipeline``."""
     raw = home if home is not None else os.environ.get(HOME_ENV, DEFAULT_HOME)
     return StatePaths(Path(raw).expanduser().resolve())
+
+
+# -- production ---------------------------------------------------------------------------------
+# One switch: ANOMALY_PIPELINE_ENV=local (default, everything embedded under ANOMALY_PIPELINE_HOME)
+# or production (the services below, from environment variables; infra/README.md lists them).
+ENV_SWITCH = "ANOMALY_PIPELINE_ENV"
+PRODUCTION_ENV = {
+    "MLFLOW_TRACKING_URI": "MLflow tracking server, e.g. http://mlflow:5000 (required)",
+    "MLFLOW_REGISTRY_URI": "model registry, when it is not the tracking server (optional)",
+    "ANOMALY_PIPELINE_ARTIFACT_LOCATION": (
+        "artifact root of a new experiment, e.g. s3://bucket/mlflow; unset = the server's "
+        "proxied store (mlflow-artifacts:/), so workers need no object-store credentials (optional)"
+    ),
+    "ANOMALY_PIPELINE_HOME": "shared volume for reports, checkpoints and model files (required)",
+    "ANOMALY_PIPELINE_STORAGE_DIR": "shared volume for asset values (Parquet/pickle); default $ANOMALY_PIPELINE_HOME/data",
+    "ANOMALY_PIPELINE_EVENTS_PATH": "telemetry file the pipeline reads; unset = synthetic events (optional)",
+    "ANOMALY_PIPELINE_EVENTS_FORMAT": "format of that file (auto, canonical, lanl, zeek, darpa, ocsf, windows)",
+}
+
+# Run tags that send a job to the GPU node pool under the Kubernetes run launcher (dagster-k8s):
+# the run pod requests one GPU and tolerates the pool's taint. Ignored by other run launchers.
+GPU_RUN_TAGS: dict[str, object] = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {
+            "node_selector": {"anomaly-pipeline/node-pool": "gpu"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class ProductionSettings:
+    """Where production state lives: the MLflow server, shared volumes, the telemetry source.
+
+    Dagster's own storage (runs, events, schedules) is not here: it comes from the instance's
+    ``dagster.yaml`` under ``DAGSTER_HOME`` (``infra/production/dagster.yaml``: Postgres).
+    """
+
+    mlflow_tracking_uri: str
+    home: Path
+    storage_dir: Path
+    mlflow_registry_uri: str | None = None
+    artifact_location: str | None = None
+    events_path: str | None = None
+    events_format: str = "auto"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ProductionSettings:
+        """Read the settings from the environment; a missing or local-only value is an error that
+        names the variable, because production silently falling back to sqlite loses models."""
+        env = dict(os.environ if environ is None else environ)
+        missing = [k for k in ("MLFLOW_TRACKING_URI", HOME_ENV) if not env.get(k)]
+        if missing:
+            raise ValueError(
+                f"{ENV_SWITCH}=production needs {', '.join(missing)} set "
+                f"(see infra/README.md); use {ENV_SWITCH}=local for the embedded setup"
+            )
+        tracking = env["MLFLOW_TRACKING_URI"]
+        if tracking.startswith(("sqlite:", "file:")) or "://" not in tracking:
+            raise ValueError(
+                f"MLFLOW_TRACKING_URI={tracking!r} is a local store; production expects a tracking server "
+                "(http://host:5000) or a database URI (postgresql://...)"
+            )
+        home = Path(env[HOME_ENV]).expanduser()
+        return cls(
+            mlflow_tracking_uri=tracking,
+            home=home,
+            storage_dir=Path(env.get("ANOMALY_PIPELINE_STORAGE_DIR") or home / "data").expanduser(),
+            mlflow_registry_uri=env.get("MLFLOW_REGISTRY_URI") or None,
+            artifact_location=env.get("ANOMALY_PIPELINE_ARTIFACT_LOCATION") or None,
+            events_path=env.get("ANOMALY_PIPELINE_EVENTS_PATH") or None,
+            events_format=env.get("ANOMALY_PIPELINE_EVENTS_FORMAT") or "auto",
+        )

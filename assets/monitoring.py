@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline import registry
-from anomaly_pipeline.drift import compute_drift
-from anomaly_pipeline.graph import DRIFT_MONITORED_FEATURES, EVENT_FEATURES, GraphWindows
+from anomaly_pipeline.drift import compute_drift, drift_frame
+from anomaly_pipeline.graph import GraphWindows
 
 from .common import OWNERS, md_table
 from .registry import RegisteredModel
@@ -24,14 +24,6 @@ class DriftConfig(dg.Config):
     # (pair_first_seen, anomaly_score) and with the reorganisation switch on from day 8 (hour_sin,
     # hour_cos), so the share alone does not separate them yet; 0.2 = three or more columns.
     drift_share_threshold: float = 0.2
-
-
-def _drift_frame(graph_windows: GraphWindows, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    columns = [EVENT_FEATURES.index(f) for f in DRIFT_MONITORED_FEATURES]
-    frame = pd.DataFrame(graph_windows.event_x[np.ix_(idx, columns)], columns=list(DRIFT_MONITORED_FEATURES))
-    frame["event_type"] = graph_windows.events["event_type"].to_numpy()[idx].astype(str)
-    frame["anomaly_score"] = scores
-    return frame
 
 
 @dg.asset(
@@ -58,8 +50,8 @@ def drift_report(
     cur_idx = np.flatnonzero(newest.to_numpy())
     detector = hybrid_model.load()
     scores = detector.decision_function(graph_windows, np.concatenate([ref_idx, cur_idx]))
-    reference = _drift_frame(graph_windows, ref_idx, scores[: len(ref_idx)])
-    current = _drift_frame(graph_windows, cur_idx, scores[len(ref_idx):])
+    reference = drift_frame(graph_windows, ref_idx, scores[: len(ref_idx)])
+    current = drift_frame(graph_windows, cur_idx, scores[len(ref_idx):])
     out_dir = state.run_dir("reports", context.run_id)
     result = compute_drift(reference, current, out_dir, drift_share_threshold=config.drift_share_threshold)
     registry.configure(mlflow_resource.registry_config())

@@ -1,1 +1,2 @@
-"""Jobs, schedules and sensors: full pipeline, drift-triggered and periodic retraining."""
+"""Jobs, schedules and sensors: full pipeline, daily scoring, drift-triggered, new-data and periodic
+retraining, alerts for failed runs and quality gates, and an in-process tick runner (``ticks``)."""

@@ -197,3 +197,87 @@ def test_refusals_say_what_to_do(store: RegistryConfig) -> None:
 
 def test_git_commit_is_unknown_outside_a_checkout(tmp_path) -> None:
     assert git_commit(cwd=tmp_path) == "unknown"
+
+
+def test_champion_score_on_the_same_evaluation_data_decides(store: RegistryConfig) -> None:
+    config = _model_config(store, "same-data")
+    client = configure(config)
+    name = config.model_name
+    v1, v2, v3 = (register_version(client, config, _train(config, float(o))).version for o in (1, 2, 3))
+    promote(client, config, v1, gate_passed=True, challenger_score=0.40)
+    # v1's own tag says 0.40, but on v2's test window it scores 0.70: v2's 0.60 must not win.
+    worse = promote(client, config, v2, gate_passed=True, challenger_score=0.60, champion_score=0.70)
+    assert worse.decision == "kept_champion" and worse.champion_score == pytest.approx(0.70)
+    assert "on the same evaluation data" in worse.reason
+    assert client.get_model_version(name, v2).tags["champion_score_source"] == "same_evaluation_data"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v1
+    better = promote(client, config, v3, gate_passed=True, challenger_score=0.75, champion_score=0.70)
+    assert better.decision == "promoted"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v3
+    assert client.get_model_version(name, v3).tags["previous_champion"] == v1
+
+
+def test_rollback_restores_the_previous_champion_and_records_it(store: RegistryConfig) -> None:
+    from anomaly_pipeline.registry import champion_version, force_promote, repromote, rollback
+
+    config = _model_config(store, "rollback")
+    client = configure(config)
+    name = config.model_name
+    v1, v2, v3 = (register_version(client, config, _train(config, float(o))).version for o in (1, 2, 3))
+    with pytest.raises(ValueError, match="no champion"):
+        rollback(client, config)
+    promote(client, config, v1, gate_passed=True, challenger_score=0.5)
+    with pytest.raises(ValueError, match="no earlier champion"):
+        rollback(client, config)
+    promote(client, config, v2, gate_passed=True, challenger_score=0.6)
+    promote(client, config, v3, gate_passed=True, challenger_score=0.7)
+    assert champion_version(client, name) == v3
+
+    done = rollback(client, config, reason="v3 floods the SOC with alerts", actor="alice")
+    assert (done.from_version, done.to_version) == (v3, v2)
+    assert champion_version(client, name) == v2
+    demoted = client.get_model_version(name, v3).tags
+    assert demoted["rolled_back"] == "true" and demoted["rollback_to"] == v2
+    assert demoted["rollback_reason"] == "rolled back by alice: v3 floods the SOC with alerts"
+    restored = client.get_model_version(name, v2).tags
+    assert restored["restored_from"] == v3 and restored["promotion_decision"] == "rollback_restored"
+    assert rollback(client, config).to_version == v1  # one step further back
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert loaded.predict(FEATURES).tolist() == [12.0, 23.0, 34.0]  # version 1: offset 1
+
+    # Promoting again applies the rules with the recorded score and gate verdict.
+    assert repromote(client, config, v3).decision == "promoted"
+    assert champion_version(client, name) == v3
+    with pytest.raises(ValueError, match="already is the champion"):
+        rollback(client, config, to_version=v3)
+    forced = force_promote(client, config, v1, reason="incident 42", actor="bob")
+    assert forced.decision == "forced" and champion_version(client, name) == v1
+    assert client.get_model_version(name, v1).tags["promotion_reason"] == "forced by bob: incident 42"
+    with pytest.raises(ValueError, match="needs a reason"):
+        force_promote(client, config, v2, reason=" ")
+
+
+def test_models_cli_promote_rollback_list(tmp_path, capsys) -> None:
+    from anomaly_pipeline import settings
+    from anomaly_pipeline.cli import main
+
+    home = tmp_path / "state"
+    config = RegistryConfig.from_state(settings.state_paths(home))
+    client = configure(config)
+    v1, v2 = (register_version(client, config, _train(config, float(o))).version for o in (1, 2))
+    promote(client, config, v1, gate_passed=True, challenger_score=0.5)
+    promote(client, config, v2, gate_passed=False, challenger_score=0.9)
+
+    assert main(["--home", str(home), "models", "promote", v2]) == 1  # the gate failed: refused
+    assert "gate_failed" in capsys.readouterr().out
+    assert main(["--home", str(home), "models", "promote", v2, "--force"]) == 2
+    assert "needs a reason" in capsys.readouterr().err
+    assert main(["--home", str(home), "models", "promote", v2, "--force", "--reason", "hotfix"]) == 0
+    assert "champion: version 2" in capsys.readouterr().out
+    assert main(["--home", str(home), "models", "rollback", "--reason", "too many alerts"]) == 0
+    assert "from version 2 to version 1" in capsys.readouterr().out
+    assert main(["--home", str(home), "models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "rollback_restored" in listing and "['challenger', 'champion']" not in listing
+    assert main(["--home", str(home), "models", "rollback", "--to", "7"]) == 2
+    assert "no version '7'" in capsys.readouterr().err

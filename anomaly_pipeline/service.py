@@ -1,0 +1,191 @@
+"""The scoring service: a small FastAPI app over one ``StreamScorer``.
+
+``POST /events`` ingests and scores a batch, ``GET /alerts`` lists recent alerts,
+``GET /incidents`` and ``GET /incidents/{id}`` (JSON; ``.md``, ``.svg`` and ``.html`` for
+Markdown, the subgraph picture and the incident page), ``GET /healthz``, ``GET /metrics``
+(Prometheus text) and the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``). Bound to
+127.0.0.1 by default; request bodies over ``max_body_bytes`` are refused with 413 before they
+are read in full.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from anomaly_pipeline.streaming.scorer import StreamScorer, rss_bytes
+from anomaly_pipeline.streaming.sources import Batch
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_EVENTS_PER_REQUEST = 20_000
+
+
+class EventBatch(BaseModel):
+    """A batch of events following the event contract (see ``anomaly_pipeline.schema``): each
+    needs ``ts`` (ISO 8601, UTC) and ``event_type``; ``user``, ``src_host``, ``dst_host``,
+    ``process``, ``dst_port``, ``auth_type``, ``logon_type``, ``success``, ``bytes_out``,
+    ``bytes_in``, ``packets``, ``duration_s``, ``event_id``... are optional. Malformed events are
+    quarantined with a reason (in the response); the rest are scored."""
+
+    events: list[dict[str, Any]] = Field(..., min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class IngestResult(BaseModel):
+    received: int
+    scored: int
+    quarantined: int
+    quarantine: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    seconds: float
+
+
+class _BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413: by Content-Length at once, else while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, int(declared))
+            return
+        seen, too_large, refused = 0, False, False
+
+        async def limited() -> dict:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    too_large = True  # stop reading; the app's answer is replaced by a 413
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal refused
+            if not too_large:
+                await send(message)
+            elif not refused:
+                refused = True
+                await self._refuse(send, seen, exact=False)
+
+        await self.app(scope, limited, guarded_send)
+
+    async def _refuse(self, send: Send, size: int, exact: bool = True) -> None:
+        body = json.dumps({"detail": f"request body of {'' if exact else 'more than '}{size:,} bytes exceeds the limit of {self.limit:,} bytes; "
+                                     f"send the events in smaller batches (at most {MAX_EVENTS_PER_REQUEST:,} "
+                                     "events per request)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The app for ``scorer`` (every request shares it; scoring is serialised by its lock)."""
+    app = FastAPI(title="anomaly-pipeline streaming scorer", version="0.1.0",
+                  description="Real-time scoring of security events with the @champion GNN-LSTM model; "
+                              "alerts grouped into incidents with their attack path and blast radius.")
+    app.state.scorer = scorer
+
+    @app.post("/events", response_model=IngestResult, summary="Ingest and score a batch of events")
+    def post_events(batch: EventBatch) -> IngestResult:
+        report = scorer.process(Batch(records=list(batch.events)), source="http")
+        q = report.quarantine
+        quarantine = q.astype(object).where(q.notna(), None).to_dict("records") if len(q) else []
+        return IngestResult(received=len(batch.events), scored=report.scored, quarantined=len(q),
+                            quarantine=quarantine, alerts=report.alerts, seconds=round(report.seconds, 4))
+
+    @app.get("/alerts", summary="Recent alerts, newest last")
+    def get_alerts(limit: int = Query(100, ge=1, le=10_000), min_score: float | None = None) -> list[dict]:
+        alerts = [a for a in list(scorer.alerts) if min_score is None or a["score"] >= min_score]
+        return alerts[-limit:]
+
+    @app.get("/incidents", summary="Incidents found so far")
+    def get_incidents() -> list[dict]:
+        with scorer.incidents.lock:
+            return scorer.incidents.summaries()
+
+    @app.get("/incidents/{incident_id}", summary="One incident: JSON, or .md / .svg / .html")
+    def get_incident(incident_id: str) -> Response:
+        base, _, ext = incident_id.partition(".")
+        if ext not in ("", "md", "svg", "html"):
+            raise HTTPException(404, f"unknown incident format {ext!r}: use .md, .svg, .html or none (JSON)")
+        with scorer.incidents.lock:
+            incident = scorer.incidents.find(base)
+            if incident is None:
+                known = ", ".join(list(scorer.incidents.incidents)[-5:]) or "none yet"
+                raise HTTPException(404, f"no incident {base!r}; recent incidents: {known} (GET /incidents lists them)")
+            if ext == "md":
+                return PlainTextResponse(incident.to_markdown(), media_type="text/markdown")
+            if ext == "svg":
+                return Response(incident.to_svg(), media_type="image/svg+xml")
+            if ext == "html":
+                return HTMLResponse(incident.to_html())
+            return JSONResponse(incident.to_dict())
+
+    @app.get("/healthz", summary="Liveness and the model in use")
+    def healthz() -> dict:
+        return {"status": "ok", "model": scorer.model.uri, "threshold": scorer.threshold,
+                "events_scored": scorer.metrics.events_scored}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        m = scorer.metrics
+        rows = [
+            ("anomaly_stream_events_received_total", "counter", "events received", m.events_received),
+            ("anomaly_stream_events_scored_total", "counter", "events scored", m.events_scored),
+            ("anomaly_stream_events_quarantined_total", "counter", "malformed or late events quarantined",
+             m.events_quarantined),
+            ("anomaly_stream_alerts_total", "counter", "alerts raised", m.alerts),
+            ("anomaly_stream_incidents", "gauge", "incidents tracked", len(scorer.incidents.incidents)),
+            ("anomaly_stream_events_per_second", "gauge", "events scored per second, last 10 s",
+             round(m.events_per_second(), 3)),
+            ("anomaly_stream_lag_seconds", "gauge", "arrival of the last batch to its scores", round(m.lag_seconds, 6)),
+            ("anomaly_stream_event_time_lag_seconds", "gauge", "wall clock minus the newest event time",
+             round(m.event_time_lag_seconds, 3)),
+            ("anomaly_stream_buffer_events", "gauge", "events in the window state", scorer.state.n_buffered),
+            ("anomaly_stream_memory_keys", "gauge", "remembered pairs and nodes", scorer.state.memory.n_keys()),
+            ("anomaly_stream_resident_memory_bytes", "gauge", "resident memory of the process", rss_bytes()),
+        ]
+        lines = []
+        for name, kind, help_text, value in rows:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    return app
+
+
+def serve_in_thread(app: Any, host: str = DEFAULT_HOST, port: int = 0) -> tuple[Any, threading.Thread, int]:
+    """Run ``app`` with uvicorn in a daemon thread; returns (server, thread, bound port)."""
+    import socket
+    import time
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name="uvicorn")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"the service did not start on {host}:{port} within 20 s")
+    return server, thread, port

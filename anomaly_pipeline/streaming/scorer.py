@@ -1,0 +1,432 @@
+"""The streaming scorer: micro-batches in, scored events and alerts out, with its own metrics.
+
+Each micro-batch: raw records are validated (malformed ones quarantined and counted), the
+``StreamState`` appends them and evicts what expired, the ``@champion`` model scores only the
+new events, events above the threshold become alerts (JSON lines, the alert sink, and the
+incident tracker, with the model's explanation), and the metrics (events/s, lag, alerts,
+memory) are updated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from anomaly_pipeline.graph import WindowConfig
+from anomaly_pipeline.streaming.sources import Batch, records_to_events
+from anomaly_pipeline.streaming.state import StreamConfig, StreamState
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ChampionModel:
+    """The detector to stream with, its window config and where it came from."""
+
+    detector: Any  # anomaly_pipeline.detectors.HybridDetector
+    window: WindowConfig
+    uri: str
+
+
+def load_champion(registry_config: Any = None, alias: str = "champion") -> ChampionModel:
+    """``models:/<name>@champion`` from the MLflow registry (``RegistryConfig.from_state()`` by
+    default), unwrapped to the detector and the window config it was trained with."""
+    import mlflow
+
+    from anomaly_pipeline.registry import RegistryConfig, configure
+
+    config = registry_config or RegistryConfig.from_state()
+    configure(config)
+    uri = f"models:/{config.model_name}@{alias}"
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MlflowException and friends: say what to do
+        raise RuntimeError(
+            f"cannot load {uri} from {config.tracking_uri}: {exc}. Train and promote a model first "
+            "(`anomaly-pipeline run`), or point ANOMALY_PIPELINE_HOME at the state folder that has one"
+        ) from exc
+    inner = loaded.unwrap_python_model()
+    return ChampionModel(detector=inner.detector, window=inner.window_config, uri=uri)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process in bytes (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class Metrics:
+    """Counters and gauges of the scorer, exported as Prometheus text by the service."""
+
+    events_received: int = 0
+    events_scored: int = 0
+    events_quarantined: int = 0
+    events_late: int = 0
+    events_unscorable: int = 0
+    alerts: int = 0
+    batches: int = 0
+    last_batch_seconds: float = 0.0
+    lag_seconds: float = 0.0  # arrival of the batch's first event -> its scores out
+    event_time_lag_seconds: float = 0.0  # wall clock - newest event time (replays: large)
+    started: float = field(default_factory=time.monotonic)
+    phase_seconds: dict = field(default_factory=dict)  # parse, state, score, alerts: total seconds
+    _recent: deque = field(default_factory=lambda: deque(maxlen=600), repr=False)  # (t, n scored)
+
+    def record(self, n: int) -> None:
+        self._recent.append((time.monotonic(), n))
+
+    def events_per_second(self, span_s: float = 10.0) -> float:
+        now = time.monotonic()
+        recent = [(t, n) for t, n in self._recent if now - t <= span_s]
+        if not recent:
+            return 0.0
+        elapsed = max(now - min(t for t, _ in recent), min(span_s, now - self.started), 1e-3)
+        return sum(n for _, n in recent) / elapsed
+
+
+@dataclass
+class BatchReport:
+    """What one micro-batch produced."""
+
+    scored: int
+    alerts: list[dict]
+    quarantine: pd.DataFrame
+    late: int
+    seconds: float
+    scores: pd.DataFrame  # event_id, ts, score, alert (the scored new events)
+
+
+class _SinkWorker:
+    """Sends alerts to the sink off the scoring path (a slow webhook must not add latency)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.queue: queue.Queue = queue.Queue(maxsize=10_000)
+        self.thread = threading.Thread(target=self._run, daemon=True, name="alert-sink")
+        self.thread.start()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Deliver what is queued, then stop."""
+        self.queue.put(None)
+        self.thread.join(timeout_s)
+
+    def put(self, alert: dict) -> None:
+        # When the sink is behind, the alert is still counted and in the JSON lines.
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(alert)
+
+    def _run(self) -> None:
+        while True:
+            alert = self.queue.get()
+            if alert is None:
+                return
+            title = (f"{alert['event']['how']} {alert['event']['who'] or ''} {alert['event']['from'] or ''} -> "
+                     f"{alert['event']['to'] or ''} score {alert['score']:.2f}")
+            self.sink.send("detection", title, alert)
+
+
+class _ExplainWorker:
+    """Explains alerts and refreshes blast radii off the scoring path (the alerts are already out);
+    beyond ``max_jobs`` micro-batches of backlog the oldest are skipped (their alerts keep the
+    feature reasons and say so), so explanations never hold back alerts."""
+
+    def __init__(self, explain: Callable[..., None], max_jobs: int = 20) -> None:
+        self.explain = explain
+        self.queue: queue.Queue = queue.Queue(maxsize=max_jobs)
+        self.thread = threading.Thread(target=self._run, daemon=True, name="alert-explainer")
+        self.thread.start()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        self.join(timeout_s)
+        self.queue.put(None)
+        self.thread.join(timeout_s)
+
+    def put(self, job: tuple, alerts: list[dict]) -> None:
+        """Queue ``job``; when the backlog is full the oldest job gives way (newer alerts matter more)."""
+        while True:
+            try:
+                self.queue.put_nowait(job)
+                return
+            except queue.Full:
+                try:
+                    old = self.queue.get_nowait()
+                except queue.Empty:
+                    continue
+                for alert in old[2] if old is not None else []:
+                    alert["explanation"] = "skipped: scorer busy"
+                self.queue.task_done()
+
+    def join(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                self.queue.task_done()
+                return
+            try:
+                self.explain(*job)
+            except Exception as exc:  # noqa: BLE001 - an explanation must never stop the stream
+                for alert in job[2]:
+                    alert["explanation"] = f"failed: {exc}"
+            finally:
+                self.queue.task_done()
+
+
+class StreamScorer:
+    """Scores a stream in micro-batches with one detector (see module docstring)."""
+
+    def __init__(self, model: ChampionModel, *, stream_config: StreamConfig | None = None,
+                 threshold: float | None = None, sink: Any = None, alert_out: IO[str] | None = None,
+                 explain_max: int = 5, explain: str = "async", incident_horizon_s: float = 4 * 3600.0,
+                 log: Log | None = None) -> None:
+        from anomaly_pipeline.incidents import IncidentTracker
+
+        self.model = model
+        self.detector = model.detector
+        self.stream_config = stream_config or StreamConfig(window=model.window)
+        self.state = StreamState(self.stream_config)
+        self.threshold = float(threshold if threshold is not None else self.detector.threshold_)
+        self.alert_out = alert_out
+        self.explain_max = explain_max
+        self.metrics = Metrics()
+        self.incidents = IncidentTracker(horizon_s=incident_horizon_s,
+                                         window_s=self.stream_config.window.window_hours * 3600.0)
+        self.alerts: deque[dict] = deque(maxlen=2_000)  # GET /alerts; the JSON lines have them all
+        self.quarantine: deque[dict] = deque(maxlen=1_000)
+        self.lock = threading.Lock()
+        self.log = log or (lambda message: None)
+        self._sink = _SinkWorker(sink) if sink is not None else None
+        if explain not in ("async", "sync"):
+            raise ValueError(f"explain must be 'async' or 'sync', got {explain!r}")
+        self._explainer = _ExplainWorker(self._explain) if explain == "async" else None
+        self._ref = 0
+
+    # -- one micro-batch --
+    def process(self, batch: Batch | Iterable[Any], source: str = "stream") -> BatchReport:
+        """Validate, apply to the state, score the new events, raise alerts. Thread-safe."""
+        if not isinstance(batch, Batch):
+            batch = Batch(records=list(batch), arrived=time.monotonic())
+        with self.lock:
+            return self._process(batch, source)
+
+    def _process(self, batch: Batch, source: str) -> BatchReport:
+        from anomaly_pipeline.training import score_components
+
+        started = time.monotonic()
+        arrived = batch.arrived or started
+        if batch.records is not None:
+            events, quarantine = records_to_events(batch.records, source, first_ref=self._ref)
+            self._ref += len(batch.records)
+        else:
+            events = batch.events if batch.events is not None else pd.DataFrame()
+            quarantine = batch.quarantine if batch.quarantine is not None else pd.DataFrame()
+        m = self.metrics
+        m.events_received += len(events) + len(quarantine)
+        if len(quarantine):
+            m.events_quarantined += len(quarantine)
+            self.quarantine.extend(quarantine.astype(object).where(quarantine.notna(), None).to_dict("records"))
+        empty_scores = pd.DataFrame(columns=["event_id", "ts", "score", "alert"])
+        if events.empty:
+            return BatchReport(0, [], quarantine, 0, time.monotonic() - started, empty_scores)
+        t_parsed = time.monotonic()
+        step = self.state.advance(events)
+        t_state = time.monotonic()
+        m.events_late += len(step.late)
+        m.events_unscorable += step.unscorable
+        if len(step.late):
+            rows = pd.DataFrame({
+                "raw_ref": step.late["raw_ref"], "source": step.late["source"], "stage": "stream",
+                "reason": "late: older than the scorer's window (the state for it was already evicted)",
+                "raw_excerpt": None, "event_id": step.late["event_id"]})
+            m.events_quarantined += len(rows)
+            quarantine = pd.concat([quarantine, rows], ignore_index=True) if len(quarantine) else rows
+        idx = step.new_positions
+        if len(idx) == 0 or step.windows is None:
+            return BatchReport(0, [], quarantine, len(step.late), time.monotonic() - started, empty_scores)
+        w = step.windows
+        parts = score_components(self.detector.model, w, idx)
+        t_scored = time.monotonic()
+        # The detector's own combination of the score parts (its threshold is on that scale).
+        combine = getattr(self.detector, "combine", None)
+        scores = combine(parts) if combine is not None else parts.sum(axis=1)
+        flagged = np.flatnonzero(scores > self.threshold)
+        alerts = self._alerts(w, idx, scores, parts, flagged) if len(flagged) else []
+        done = time.monotonic()
+        for phase, seconds in (("parse", t_parsed - started), ("state", t_state - t_parsed),
+                               ("score", t_scored - t_state), ("alerts", done - t_scored)):
+            m.phase_seconds[phase] = m.phase_seconds.get(phase, 0.0) + seconds
+        m.events_scored += len(idx)
+        m.alerts += len(alerts)
+        m.batches += 1
+        m.last_batch_seconds = done - started
+        m.lag_seconds = done - arrived
+        newest = w.events["ts"].iloc[idx].max()
+        m.event_time_lag_seconds = max(time.time() - newest.timestamp(), 0.0)
+        m.record(len(idx))
+        ev = w.events.iloc[idx]
+        table = pd.DataFrame({"event_id": ev["event_id"].astype(str).to_numpy(), "ts": ev["ts"].to_numpy(),
+                              "score": scores, "alert": scores > self.threshold})
+        return BatchReport(len(idx), alerts, quarantine, len(step.late), done - started, table)
+
+    def _alerts(self, w: Any, idx: np.ndarray, scores: np.ndarray, parts: np.ndarray, flagged: np.ndarray) -> list[dict]:
+        """Alerts for the flagged new events: out at once with the score, its parts and the
+        feature reasons; the model's explanations (attention) and the incidents' blast radius
+        follow from the explanation worker (inline with ``explain="sync"``)."""
+        from anomaly_pipeline.training import SCORE_PARTS
+
+        calibrated = self.detector.calibrate(scores[flagged]) if self.detector.calibration_ is not None else None
+        alerts, touched = [], set()
+        for j, i in enumerate(flagged.tolist()):
+            pos = int(idx[i])
+            row = w.events.iloc[pos]
+            alert = {
+                "alert_id": f"alert-{row['event_id']}",
+                "event_id": str(row["event_id"]),
+                "ts": row["ts"].isoformat(),
+                "score": float(scores[i]),
+                "threshold": self.threshold,
+                "calibrated_tail": None if calibrated is None else float(calibrated[j]),
+                "score_parts": {k: round(float(v), 4) for k, v in zip(SCORE_PARTS, parts[i], strict=False)},
+                "event": event_summary(row),
+                "reasons": feature_reasons(w, pos, self.stream_config.memory_days),
+                "time_attention": [],
+                "neighbours": [],
+                "explanation": "pending",
+                "label_detail": None if pd.isna(row.get("label_detail")) else str(row["label_detail"]),
+            }
+            with self.incidents.lock:
+                incident = self.incidents.add(alert)
+            alert["incident_id"] = incident.incident_id
+            touched.add(incident.incident_id)
+            alerts.append(alert)
+            self.alerts.append(alert)
+            if self.alert_out is not None:
+                self.alert_out.write(json.dumps(alert, default=str) + "\n")
+            if self._sink is not None:
+                self._sink.put(alert)
+        if self.alert_out is not None:
+            self.alert_out.flush()
+        top = sorted(range(len(alerts)), key=lambda k: -alerts[k]["score"])[: self.explain_max]
+        chosen = set(top)
+        for k, alert in enumerate(alerts):
+            if k not in chosen:
+                alert["explanation"] = "features only"
+        job = (w, [int(idx[flagged[k]]) for k in top], [alerts[k] for k in top], touched)
+        if self._explainer is None:
+            self._explain(*job)
+        else:
+            self._explainer.put(job, alerts)
+        return alerts
+
+    def _explain(self, w: Any, positions: list[int], alerts: list[dict], touched: set[str]) -> None:
+        """The blast radius of the incidents the alerts touched, then the model's explanations for
+        ``alerts`` (at ``positions`` of ``w``), one alert at a time."""
+        from anomaly_pipeline.explain import explain_events
+
+        with self.incidents.lock:
+            found = [self.incidents.find(incident_id) for incident_id in touched]
+            self.incidents.refresh_blasts([i for i in found if i is not None], w.events)
+        days = f"in {self.stream_config.memory_days:g} days"
+        for pos, alert in zip(positions, alerts, strict=True):
+            [explanation] = explain_events(self.detector.model, w, np.asarray([pos], dtype=np.int64))
+            with self.incidents.lock:
+                alert["reasons"] = [r.replace("in the data so far", days) for r in explanation.reasons] or alert["reasons"]
+                alert["time_attention"] = explanation.time_attention
+                alert["neighbours"] = explanation.neighbours
+                alert["explanation"] = "model"
+
+    def close(self) -> None:
+        """Finish the explanations and the alert deliveries queued so far, then stop the workers."""
+        if self._explainer is not None:
+            self._explainer.close()
+            self._explainer = None
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def flush_explanations(self, timeout_s: float = 60.0) -> None:
+        """Wait until the explanation worker has caught up (tests, end of a replay)."""
+        if self._explainer is not None:
+            self._explainer.join(timeout_s)
+
+    # -- a whole source --
+    def run(self, source: Iterable[Batch], *, source_name: str = "stream", report_every_s: float = 10.0) -> Metrics:
+        """Consume ``source`` until it ends, logging progress (events/s, lag, alerts) as it goes."""
+        last = time.monotonic()
+        for batch in source:
+            self.process(batch, source_name)
+            if time.monotonic() - last >= report_every_s:
+                last = time.monotonic()
+                self.log(self.progress_line())
+        self.log(self.progress_line())
+        return self.metrics
+
+    def progress_line(self) -> str:
+        m = self.metrics
+        return (f"scored {m.events_scored:,} events ({m.events_per_second():,.0f}/s), lag {m.lag_seconds:.2f} s, "
+                f"{m.alerts:,} alerts in {len(self.incidents.incidents):,} incidents, {m.events_quarantined:,} "
+                f"quarantined, buffer {self.state.n_buffered:,} events, RSS {rss_bytes() / 2**20:,.0f} MiB")
+
+
+def event_summary(row: pd.Series) -> dict[str, Any]:
+    """The attack-path view of one event: who, from where, to where, how, when."""
+
+    def text(name: str) -> str | None:
+        value = row.get(name)
+        return None if value is None or pd.isna(value) else str(value)
+
+    how = [text("event_type")]
+    for name in ("auth_type", "logon_type", "process"):
+        if text(name):
+            how.append(text(name))
+    if text("dst_port"):
+        how.append(f"port {text('dst_port')}")
+    if text("success") == "False":
+        how.append("failed")
+    return {"who": text("user"), "from": text("src_host"), "to": text("dst_host") or text("process"),
+            "how": " ".join(h for h in how if h), "when": row["ts"].isoformat(), "event_type": text("event_type")}
+
+
+def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
+    """Plain reasons read off the event's features alone (no model pass): first-seen pair and
+    destination, a rare hour for the source, a failed logon."""
+    from anomaly_pipeline.graph import EVENT_FEATURES, HOUR_BINS, RELATIONS
+
+    f = {name: i for i, name in enumerate(EVENT_FEATURES)}
+    x = w.event_x[pos]
+    names = w.nodes["name"].to_numpy()
+    src, dst = names[w.event_src[pos]], names[w.event_dst[pos]]
+    relation = RELATIONS[int(w.event_rel[pos])][1]
+    reasons = []
+    if x[f["pair_first_seen"]] == 1:
+        reasons.append(f"first {relation} from {src} to {dst} in {memory_days:g} days")
+    if x[f["dst_first_seen"]] == 1:
+        reasons.append(f"first time anyone reached {dst} in {memory_days:g} days")
+    share = float(x[f["src_hour_profile_share"]])
+    if share < 0.05:
+        width = 24 // HOUR_BINS
+        start = w.events["ts"].iloc[pos].hour // width * width
+        reasons.append(f"{src} is rarely active between {start:02d}:00 and {start + width:02d}:00 "
+                       f"({share:.1%} of its earlier activity)")
+    if x[f["auth_failed"]] == 1:
+        reasons.append("authentication failed")
+    return reasons

@@ -1,0 +1,415 @@
+"""Graph state of the recent windows for the streaming scorer, bounded by time, not stream length.
+
+Two parts:
+
+* ``StreamState`` keeps a buffer of the recent events: exactly the buckets the model looks at
+  when it scores the newest event (its fine history, the window overlap, the coarse history
+  when the model is multi-scale, plus ``lookback_buckets``). Each micro-batch is appended, the
+  buckets that fell out of the horizon are evicted, and ``graph.build_graph_windows`` runs over
+  what is left, so the features are the model's own, not a re-implementation.
+* ``HistoryMemory`` keeps what the evicted events leave behind that the features still need:
+  per pair, context pair, source, destination and node, the count of earlier events, the last
+  two times a pair was seen, running sums of its volumes and a node's hour-of-day counts, each
+  with its last-seen time, dropped ``memory_days`` after it was last seen. It patches the
+  cumulative features (first-seen, prior counts, pair rhythm, prior means, hour profiles) of the
+  buffer's windows so that they equal a batch run over the whole stream (as long as no key
+  expired), while memory stays bounded by the number of keys active in ``memory_days``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from anomaly_pipeline.graph import (
+    EVENT_FEATURES,
+    HOUR_BINS,
+    NO_PREVIOUS_GAP_S,
+    NODE_FEATURES,
+    GraphWindows,
+    WindowConfig,
+    _group_cumcount,
+    build_graph_windows,
+)
+
+_F = {name: i for i, name in enumerate(EVENT_FEATURES)}
+_N = {name: i for i, name in enumerate(NODE_FEATURES)}
+_HOUR_COLS = [_N[f"hour_profile_{i}"] for i in range(HOUR_BINS)]
+SEQ = "_stream_seq"  # arrival number of an event in the stream: joins buffer rows to new events
+_SEP_NODE, _SEP_PAIR = "\x1f", "\x1e"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How much of the past the streaming state keeps.
+
+    ``lookback_buckets``: extra fine buckets kept beyond what the model looks at (0 is enough
+    for the model's features: the trailing-hour counts need one bucket, which the history holds).
+    ``memory_days``: how long a pair, node or account is remembered after it was last seen (the
+    first-seen look-back: "first logon from A to B in 30 days").
+    """
+
+    window: WindowConfig
+    lookback_buckets: int = 0
+    memory_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.window.adaptive_events_per_bucket:
+            raise ValueError(
+                "streaming needs a fixed bucket size: the model's WindowConfig has adaptive_events_per_bucket "
+                "set; use the stride the model was trained with (WindowConfig.adapted_to on its training data)"
+            )
+        if self.lookback_buckets < 0 or self.memory_days <= 0:
+            raise ValueError("lookback_buckets must be >= 0 and memory_days > 0")
+
+    @property
+    def stride_s(self) -> float:
+        return self.window.stride_hours * 3600.0
+
+    @property
+    def horizon_buckets(self) -> int:
+        """Fine buckets before the newest event's bucket that the model reads (and we keep)."""
+        w = self.window
+        fine = w.history + w.overlap_buckets + self.lookback_buckets
+        coarse_hours = getattr(w, "coarse_stride_hours", None)
+        if coarse_hours is None:
+            return fine
+        # The completed coarse snapshots, plus the coarse snapshot in progress.
+        per_coarse = int(math.ceil(coarse_hours / w.stride_hours))
+        return max(fine, (int(getattr(w, "coarse_history", 0)) + 1) * per_coarse)
+
+
+def _epoch_s(ts: pd.Series) -> np.ndarray:
+    return ts.astype("int64").to_numpy() / 1e9 if len(ts) else np.zeros(0)
+
+
+@dataclass
+class _Keys:
+    """Name-based keys of the events of a window set (node ids change between rebuilds)."""
+
+    pair: np.ndarray
+    ctx_pair: np.ndarray  # "" where no context node
+    src: np.ndarray
+    dst: np.ndarray
+    src_hour: np.ndarray
+    nodes: np.ndarray  # key per node id
+
+
+def _node_keys(nodes: pd.DataFrame) -> np.ndarray:
+    return (nodes["node_type"].astype(str) + _SEP_NODE + nodes["name"].astype(str)).to_numpy(dtype=object)
+
+
+def _keys_of(windows: GraphWindows, rows: np.ndarray | None = None) -> _Keys:
+    """Keys of the events ``rows`` (default all) of ``windows``; ``nodes`` is per node id."""
+    nk = _node_keys(windows.nodes)
+    sel = slice(None) if rows is None else rows
+    src, dst, ctx = nk[windows.event_src[sel]], nk[windows.event_dst[sel]], windows.event_ctx[sel]
+    ctx_key = np.where(ctx >= 0, nk[np.maximum(ctx, 0)], "").astype(object)
+    hour_bin = (windows.events["ts"].iloc[sel].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(str)
+    return _Keys(
+        pair=src + _SEP_PAIR + dst,
+        ctx_pair=np.where(ctx >= 0, ctx_key + _SEP_PAIR + dst, "").astype(object),
+        src=src,
+        dst=dst,
+        src_hour=src + _SEP_PAIR + hour_bin.astype(object),
+        nodes=nk,
+    )
+
+
+@dataclass
+class HistoryMemory:
+    """What evicted events leave behind, keyed by entity names (see module docstring)."""
+
+    memory_days: float = 30.0
+    pairs: pd.DataFrame = field(default_factory=lambda: _empty(["count", "last", "prev", "bo", "bi", "du", "seen"]))
+    sources: pd.DataFrame = field(default_factory=lambda: _empty(["count", "bo", "bi", "du", "seen"]))
+    counts: dict[str, pd.DataFrame] = field(
+        default_factory=lambda: {k: _empty(["count", "seen"]) for k in ("ctx_pair", "dst", "src_hour")}
+    )
+    node_hours: pd.DataFrame = field(default_factory=lambda: _empty([*map(str, range(HOUR_BINS)), "seen"]))
+
+    def n_keys(self) -> int:
+        return len(self.pairs) + len(self.sources) + sum(map(len, self.counts.values())) + len(self.node_hours)
+
+    def absorb(self, windows: GraphWindows, rows: np.ndarray) -> None:
+        """Add the events ``rows`` of ``windows`` (about to be evicted, all older than the rest)."""
+        if len(rows) == 0:
+            return
+        keys = _keys_of(windows, rows)
+        ev = windows.events.iloc[rows]
+        t = _epoch_s(ev["ts"])
+        x = windows.event_x[rows]
+        values = {
+            "bo": x[:, _F["log_bytes_out"]].astype(float),
+            "bi": x[:, _F["log_bytes_in"]].astype(float),
+            "du": x[:, _F["log_duration_s"]].astype(float),
+        }
+        # Pairs: counts, sums, and the last two times (rows are in time order).
+        frame = pd.DataFrame({"k": keys.pair, "t": t, **values})
+        g = frame.groupby("k", sort=False)
+        add = g.agg(count=("t", "size"), bo=("bo", "sum"), bi=("bi", "sum"), du=("du", "sum"), seen=("t", "max"))
+        add["last"] = g["t"].last()
+        second = frame.assign(r=g.cumcount(ascending=False)).query("r == 1").set_index("k")["t"]
+        add["prev"] = second.reindex(add.index)
+        old = self.pairs.reindex(add.index)
+        add["prev"] = add["prev"].where(add["count"] >= 2, old["last"])
+        for col in ("count", "bo", "bi", "du"):
+            add[col] = add[col] + old[col].fillna(0.0)
+        self.pairs = _upsert(self.pairs, add)
+        # Sources: counts and sums (the fallback of the prior means).
+        frame = pd.DataFrame({"k": keys.src, "t": t, **values})
+        add = frame.groupby("k", sort=False).agg(count=("t", "size"), bo=("bo", "sum"), bi=("bi", "sum"),
+                                                  du=("du", "sum"), seen=("t", "max"))
+        old = self.sources.reindex(add.index)
+        for col in ("count", "bo", "bi", "du"):
+            add[col] = add[col] + old[col].fillna(0.0)
+        self.sources = _upsert(self.sources, add)
+        for name, arr in (("ctx_pair", keys.ctx_pair), ("dst", keys.dst), ("src_hour", keys.src_hour)):
+            frame = pd.DataFrame({"k": arr, "t": t})
+            frame = frame[frame["k"] != ""]
+            add = frame.groupby("k", sort=False).agg(count=("t", "size"), seen=("t", "max"))
+            add["count"] = add["count"] + self.counts[name]["count"].reindex(add.index).fillna(0.0)
+            self.counts[name] = _upsert(self.counts[name], add)
+        # Node hour-of-day counts over every role an event gives a node (source, destination, context).
+        hb = (ev["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
+        role_nodes = np.concatenate([windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]])
+        ok = role_nodes >= 0
+        frame = pd.DataFrame({"k": keys.nodes[np.maximum(role_nodes, 0)][ok], "h": np.tile(hb, 3)[ok],
+                              "t": np.tile(t, 3)[ok]})
+        add = frame.groupby(["k", "h"]).size().unstack("h", fill_value=0).reindex(columns=range(HOUR_BINS), fill_value=0)
+        add.columns = [str(c) for c in add.columns]
+        add = add.astype(float) + self.node_hours.drop(columns="seen").reindex(add.index).fillna(0.0)
+        add["seen"] = frame.groupby("k")["t"].max()
+        self.node_hours = _upsert(self.node_hours, add)
+
+    def expire(self, now_s: float) -> int:
+        """Forget keys not seen for ``memory_days``; returns how many were dropped."""
+        cutoff = now_s - self.memory_days * 86400.0
+        dropped = 0
+        for attr in ("pairs", "sources", "node_hours"):
+            table = getattr(self, attr)
+            keep = table["seen"] >= cutoff
+            dropped += int((~keep).sum())
+            setattr(self, attr, table[keep])
+        for name, table in self.counts.items():
+            keep = table["seen"] >= cutoff
+            dropped += int((~keep).sum())
+            self.counts[name] = table[keep]
+        return dropped
+
+    def patch(self, windows: GraphWindows) -> None:
+        """Rewrite the cumulative features of ``windows`` (built over the buffer only) in place
+        so they count the remembered, evicted events too."""
+        if self.n_keys() == 0:
+            return
+        keys = _keys_of(windows)
+        w, x = windows, windows.event_x
+        n = len(w.event_src)
+        t = _epoch_s(w.events["ts"])
+        pair_code = w.event_src * w.n_nodes + w.event_dst
+        mem_pair = self.pairs.reindex(keys.pair)
+        pair_buf = _group_cumcount(pair_code)
+        pair_total = pair_buf + mem_pair["count"].fillna(0.0).to_numpy()
+        x[:, _F["pair_first_seen"]] = (pair_total == 0).astype(np.float32)
+        x[:, _F["log_pair_prior_count"]] = np.log1p(pair_total)
+        ctx = w.event_ctx
+        ctx_code = np.where(ctx >= 0, ctx * w.n_nodes + w.event_dst, -1 - np.arange(n))
+        ctx_total = _group_cumcount(ctx_code) + self.counts["ctx_pair"]["count"].reindex(keys.ctx_pair).fillna(0.0).to_numpy()
+        x[:, _F["context_pair_first_seen"]] = ((ctx >= 0) & (ctx_total == 0)).astype(np.float32)
+        dst_total = _group_cumcount(w.event_dst) + self.counts["dst"]["count"].reindex(keys.dst).fillna(0.0).to_numpy()
+        x[:, _F["dst_first_seen"]] = (dst_total == 0).astype(np.float32)
+        mem_src = self.sources.reindex(keys.src)
+        src_total = _group_cumcount(w.event_src) + mem_src["count"].fillna(0.0).to_numpy()
+        x[:, _F["log_src_prior_count"]] = np.log1p(src_total)
+        hour_bin = (w.events["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
+        src_hour_total = _group_cumcount(w.event_src * HOUR_BINS + hour_bin) + (
+            self.counts["src_hour"]["count"].reindex(keys.src_hour).fillna(0.0).to_numpy()
+        )
+        x[:, _F["src_hour_profile_share"]] = (src_hour_total + 1.0) / (src_total + HOUR_BINS)
+
+        # Pair rhythm: the earlier times of a pair are the remembered ones, then the buffer's.
+        series = pd.Series(t)
+        prev_buf = series.groupby(pair_code).shift(1).to_numpy()
+        prev2_buf = series.groupby(pair_code).shift(2).to_numpy()
+        mem_last, mem_prev = mem_pair["last"].to_numpy(dtype=float), mem_pair["prev"].to_numpy(dtype=float)
+        prev = np.where(pair_buf >= 1, prev_buf, mem_last)
+        prev2 = np.where(pair_buf >= 2, prev2_buf, np.where(pair_buf == 1, mem_last, mem_prev))
+        log_gap = np.log1p(np.where(np.isnan(prev), NO_PREVIOUS_GAP_S, t - prev))
+        log_gap_before = np.log1p(np.where(np.isnan(prev2), NO_PREVIOUS_GAP_S, prev - prev2))
+        x[:, _F["log_pair_gap_s"]] = log_gap
+        x[:, _F["pair_gap_irregularity"]] = np.where(
+            np.isnan(prev2), np.log1p(NO_PREVIOUS_GAP_S), np.abs(log_gap - log_gap_before)
+        )
+        # Prior means of the pair's volumes, falling back to the source's.
+        for feature, mean_feature, col in (
+            ("log_bytes_out", "pair_prior_mean_log_bytes_out", "bo"),
+            ("log_bytes_in", "pair_prior_mean_log_bytes_in", "bi"),
+            ("log_duration_s", "pair_prior_mean_log_duration_s", "du"),
+        ):
+            v = pd.Series(x[:, _F[feature]].astype(float))
+            pair_sum = v.groupby(pair_code).cumsum().to_numpy() - v.to_numpy() + mem_pair[col].fillna(0.0).to_numpy()
+            src_sum = v.groupby(w.event_src).cumsum().to_numpy() - v.to_numpy() + mem_src[col].fillna(0.0).to_numpy()
+            own = np.divide(pair_sum, pair_total, out=np.zeros(n), where=pair_total > 0)
+            fallback = np.divide(src_sum, src_total, out=np.zeros(n), where=src_total > 0)
+            x[:, _F[mean_feature]] = np.where(pair_total > 0, own, fallback)
+
+        first_buf = pair_buf == 0
+        first_now = pair_total == 0
+        self._patch_snapshots(w, w.event_bucket, w.config.overlap_buckets, w, keys, first_buf, first_now)
+        coarse = getattr(w, "coarse", None)
+        if coarse is not None:
+            self._patch_snapshots(w, coarse.of_bucket[w.event_bucket], 0, coarse, keys, first_buf, first_now)
+
+    def _patch_snapshots(self, w: GraphWindows, bucket: np.ndarray, overlap: int, snaps: object, keys: _Keys,
+                         first_buf: np.ndarray, first_now: np.ndarray) -> None:
+        """Node features: cumulative hour profile and history size, and the window's share of
+        first-seen events, with the remembered events counted."""
+        act_node, act_x, act_ptr = snaps.act_node, snaps.act_x, snaps.act_ptr
+        if len(act_node) == 0:
+            return
+        # Hour profile: the buffer's cumulative counts (integers, recovered exactly) + remembered.
+        history_buf = np.rint(np.expm1(act_x[:, _N["log_history_events"]].astype(float)))
+        hours_buf = np.rint(act_x[:, _HOUR_COLS].astype(float) * (history_buf[:, None] + 1.0) - 1.0 / HOUR_BINS)
+        mem = self.node_hours.drop(columns="seen").reindex(keys.nodes[act_node]).fillna(0.0).to_numpy()
+        hours = hours_buf + mem
+        history = hours.sum(axis=1, keepdims=True)
+        act_x[:, _HOUR_COLS] = (hours + 1.0 / HOUR_BINS) / (history + 1.0)
+        act_x[:, _N["log_history_events"]] = np.log1p(history[:, 0])
+        # First-seen share: events the buffer thought first but the memory has seen before.
+        changed = first_buf & ~first_now
+        if not changed.any():
+            return
+        n_ev = len(bucket)
+        role_node = np.concatenate([w.event_src, w.event_dst, w.event_ctx])
+        ev = np.tile(np.arange(n_ev), 3)
+        ok = role_node >= 0
+        frame = pd.DataFrame({"b": bucket[ev[ok]], "n": role_node[ok], "any": 1.0, "d": changed[ev[ok]].astype(float)})
+        per_bucket = frame.groupby(["b", "n"]).sum().reset_index()
+        n_snap = len(act_ptr) - 1
+        shifted = pd.concat([per_bucket.assign(k=per_bucket["b"] + j) for j in range(overlap + 1)], ignore_index=True)
+        win = shifted[shifted["k"] < n_snap].groupby(["k", "n"])[["any", "d"]].sum()
+        win = win[win["d"] > 0]
+        act_k = np.repeat(np.arange(n_snap), np.diff(act_ptr))
+        pos = pd.Series(np.arange(len(act_node)), index=pd.MultiIndex.from_arrays([act_k, act_node]))
+        rows = pos.reindex(win.index).to_numpy()
+        ok = ~np.isnan(rows)
+        rows = rows[ok].astype(np.int64)
+        col = _N["first_seen_share"]
+        act_x[rows, col] = act_x[rows, col] - (win["d"].to_numpy()[ok] / win["any"].to_numpy()[ok])
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns}, index=pd.Index([], dtype=object, name="k"))
+
+
+def _upsert(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.reindex(columns=table.columns)
+    if table.empty:
+        return rows.astype(float)
+    return pd.concat([table[~table.index.isin(rows.index)], rows.astype(float)])
+
+
+@dataclass
+class StepResult:
+    """One micro-batch applied to the state: the rebuilt windows, the positions in them of the new
+    events (in arrival order), and the new events refused as too late."""
+
+    windows: GraphWindows | None
+    new_positions: np.ndarray
+    late: pd.DataFrame
+    evicted: int
+    unscorable: int
+
+
+class StreamState:
+    """The buffer of recent events plus the history memory (module docstring)."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self.memory = HistoryMemory(config.memory_days)
+        self._frames: deque[pd.DataFrame] = deque()
+        self._seq = 0
+        self._keep_from: int | None = None  # absolute fine bucket: earlier ones were evicted
+        self.windows: GraphWindows | None = None
+        self.evicted_total = 0
+
+    # -- sizes --
+    @property
+    def n_buffered(self) -> int:
+        return sum(len(f) for f in self._frames)
+
+    @property
+    def buffer(self) -> pd.DataFrame:
+        """The buffered events (canonical columns plus the arrival number), oldest first."""
+        if not self._frames:
+            return pd.DataFrame()
+        return pd.concat(list(self._frames), ignore_index=True).sort_values("ts", kind="stable").reset_index(drop=True)
+
+    def frames(self) -> list[pd.DataFrame]:
+        """The micro-batch frames the buffer holds (for memory tests: evicted ones are gone)."""
+        return list(self._frames)
+
+    def _abs_bucket(self, ts: pd.Series) -> np.ndarray:
+        return np.floor(_epoch_s(ts) / self.config.stride_s).astype(np.int64)
+
+    # -- the step --
+    def advance(self, events: pd.DataFrame) -> StepResult:
+        """Append validated canonical ``events`` (one micro-batch), evict what the horizon no longer
+        needs, rebuild the windows and return where the new events are in them."""
+        events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+        events[SEQ] = np.arange(self._seq, self._seq + len(events), dtype=np.int64)
+        self._seq += len(events)
+        late = events.iloc[:0]
+        if self._keep_from is not None and len(events):
+            too_old = self._abs_bucket(events["ts"]) < self._keep_from
+            late, events = events[too_old], events[~too_old].reset_index(drop=True)
+        if len(events) == 0:
+            return StepResult(self.windows, np.zeros(0, np.int64), late, 0, 0)
+        # The oldest new event decides what the model still needs (out-of-order events inside the
+        # horizon are fine).
+        keep_from = int(self._abs_bucket(events["ts"].iloc[[0]])[0]) - self.config.horizon_buckets
+        if self._keep_from is not None:
+            keep_from = max(keep_from, self._keep_from)
+        evicted = self._evict(keep_from)
+        self._frames.append(events)
+        buffer = self.buffer
+        windows = build_graph_windows(buffer, self.config.window)
+        self.memory.patch(windows)
+        self.windows = windows
+        seq = windows.events[SEQ].to_numpy()
+        order = np.argsort(seq, kind="stable")
+        pos = order[np.searchsorted(seq[order], events[SEQ].to_numpy()).clip(max=len(seq) - 1)]
+        found = seq[pos] == events[SEQ].to_numpy()
+        return StepResult(windows, pos[found], late, evicted, int((~found).sum()))
+
+    def _evict(self, keep_from: int) -> int:
+        """Drop buffered events of buckets before ``keep_from``; remember what they leave behind."""
+        if self._keep_from is not None and keep_from <= self._keep_from:
+            return 0
+        self._keep_from = keep_from
+        if not self._frames or self.windows is None:
+            return 0
+        cutoff = pd.Timestamp(keep_from * self.config.stride_s, unit="s", tz="UTC")
+        w = self.windows
+        old = np.flatnonzero((w.events["ts"] < cutoff).to_numpy())
+        if len(old) == 0:
+            return 0
+        self.memory.absorb(w, old)
+        # Events the graph could not place (no scored edge) are dropped with the rest.
+        kept: deque[pd.DataFrame] = deque()
+        evicted = 0
+        for frame in self._frames:
+            mask = (frame["ts"] >= cutoff).to_numpy()
+            evicted += int((~mask).sum())
+            if mask.all():
+                kept.append(frame)
+            elif mask.any():
+                kept.append(frame[mask].reset_index(drop=True))
+        self._frames = kept
+        self.evicted_total += evicted
+        self.memory.expire(float(cutoff.value) / 1e9)
+        return evicted

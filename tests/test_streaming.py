@@ -1,0 +1,213 @@
+"""The streaming scorer: incremental state equals a batch run, bounded memory, quarantine, @champion."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import io
+import json
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_pipeline.detectors import HybridDetector
+from anomaly_pipeline.graph import WindowConfig, build_graph_windows
+from anomaly_pipeline.models.hybrid import HybridConfig
+from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
+from anomaly_pipeline.streaming import ChampionModel, StreamConfig, StreamScorer, StreamState, load_champion
+from anomaly_pipeline.streaming.sources import FileSource, LineSource, records_to_events
+from anomaly_pipeline.training import TrainConfig, score_events
+
+STREAM_DATA = SyntheticConfig(seed=3, n_users=30, n_servers=8, days=5, events_per_user_day=40.0)
+# Single time scale: the buffer then spans hours, not the coarse scale's week.
+STREAM_WINDOW = WindowConfig(history=4, coarse_stride_hours=None)
+
+
+@functools.lru_cache(maxsize=1)
+def stream_events() -> pd.DataFrame:
+    return generate_events(STREAM_DATA).sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_model() -> ChampionModel:
+    """A small hybrid trained once per test session on the stream's own data."""
+    windows = build_graph_windows(stream_events(), STREAM_WINDOW)
+    detector = HybridDetector(HybridConfig(hidden=16, multi_scale=False), TrainConfig(seed=1).with_epochs_per_stage(1))
+    detector.fit(windows)
+    return ChampionModel(detector=detector, window=STREAM_WINDOW, uri="test:tiny")
+
+
+def to_records(events: pd.DataFrame) -> list[dict]:
+    """Events as the JSON objects a client would send."""
+    frame = events.copy()
+    frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _stream_scores(events: pd.DataFrame, state: StreamState, model: ChampionModel, size: int) -> pd.Series:
+    from anomaly_pipeline.training import score_components
+
+    out: dict[str, float] = {}
+    for lo in range(0, len(events), size):
+        step = state.advance(events.iloc[lo : lo + size].copy())
+        scores = score_components(model.detector.model, step.windows, step.new_positions).sum(axis=1)
+        ids = step.windows.events["event_id"].astype(str).to_numpy()[step.new_positions]
+        out.update(zip(ids, scores, strict=True))
+    return pd.Series(out)
+
+
+def test_incremental_state_equals_batch_recomputation_after_evictions():
+    events, model = stream_events(), tiny_model()
+    state = StreamState(StreamConfig(window=STREAM_WINDOW))
+    streamed = _stream_scores(events, state, model, size=400)
+    batch_windows = build_graph_windows(events, STREAM_WINDOW)
+    batch = pd.Series(score_events(model.detector.model, batch_windows),
+                      index=batch_windows.events["event_id"].astype(str).to_numpy())
+    # Most of the stream was evicted on the way, yet every event's score is the batch score.
+    assert state.evicted_total > 0.8 * len(events)
+    assert len(streamed) == len(batch) == len(events)
+    np.testing.assert_allclose(streamed.reindex(batch.index).to_numpy(), batch.to_numpy(), rtol=1e-5, atol=1e-4)
+    # The features, too: the last state's windows equal the batch windows on the same events
+    # (past the buffer's first hour: the trailing-hour counts of the oldest rows reach back into
+    # evicted events, and those rows are never scored again).
+    last = state.windows
+    pos = pd.Index(batch_windows.events["event_id"]).get_indexer(last.events["event_id"])
+    settled = (last.events["ts"] >= last.events["ts"].min() + pd.Timedelta(hours=1)).to_numpy()
+    assert settled.sum() > 100
+    np.testing.assert_allclose(last.event_x[settled], batch_windows.event_x[pos][settled], rtol=1e-5, atol=1e-5)
+
+
+def test_without_history_memory_the_buffer_alone_would_differ():
+    """The memory matters: the buffer alone thinks routine pairs are first seen."""
+    events = stream_events()
+    state = StreamState(StreamConfig(window=STREAM_WINDOW))
+    for lo in range(0, len(events), 1000):
+        state.advance(events.iloc[lo : lo + 1000].copy())
+    raw = build_graph_windows(state.buffer, STREAM_WINDOW)
+    from anomaly_pipeline.graph import EVENT_FEATURES
+
+    col = EVENT_FEATURES.index("pair_first_seen")
+    assert raw.event_x[:, col].sum() > state.windows.event_x[:, col].sum()
+
+
+def test_evicted_state_leaves_memory_and_the_buffer_stays_bounded():
+    events, state = stream_events(), StreamState(StreamConfig(window=STREAM_WINDOW))
+    first = events.iloc[:300].copy()
+    state.advance(first)
+    [held] = state.frames()
+    ref = weakref.ref(held)
+    del held, first
+    sizes = []
+    for lo in range(300, len(events), 300):
+        last_batch = events.iloc[lo : lo + 300].copy()
+        state.advance(last_batch)
+        sizes.append(state.n_buffered)
+    gc.collect()
+    assert ref() is None, "the first micro-batch's frame is still referenced after its buckets expired"
+    # Kept: the buckets the model reads before the oldest event of the latest micro-batch.
+    horizon = pd.Timedelta(hours=STREAM_WINDOW.stride_hours * StreamConfig(window=STREAM_WINDOW).horizon_buckets)
+    assert state.buffer["ts"].min() >= last_batch["ts"].min().floor("1h") - horizon
+    # Bounded by the window: the buffer never holds more than a small slice of the stream.
+    assert max(sizes) < 0.25 * len(events)
+    # Memory keys expire: with a 1-day memory, keys of earlier days are forgotten.
+    short = StreamState(StreamConfig(window=STREAM_WINDOW, memory_days=1.0))
+    for lo in range(0, len(events), 1000):
+        short.advance(events.iloc[lo : lo + 1000].copy())
+    assert 0 < short.memory.n_keys() < state.memory.n_keys()
+
+
+def test_malformed_events_are_quarantined_and_the_stream_goes_on():
+    model = tiny_model()
+    events = stream_events().iloc[:600]
+    records = to_records(events)
+    lines = [json.dumps(r) for r in records[:300]]
+    lines += ["{not json", json.dumps({"ts": "yesterday-ish", "event_type": "auth"}), json.dumps([1, 2]),
+              json.dumps({"event_type": "auth"}), json.dumps({**records[0], "bytes_out": "lots"}),
+              json.dumps({**records[0], "colour": "red"})]
+    lines += [json.dumps(r) for r in records[300:]]
+    out = io.StringIO()
+    scorer = StreamScorer(model, stream_config=StreamConfig(window=STREAM_WINDOW), alert_out=out)
+    metrics = scorer.run(LineSource(io.StringIO("\n".join(lines) + "\n"), max_batch=100))
+    assert metrics.events_quarantined == 6
+    assert metrics.events_scored == 600
+    reasons = [q["reason"] for q in scorer.quarantine]
+    assert any("not JSON" in r for r in reasons)
+    assert any("'ts'" in r and "ISO 8601" in r for r in reasons)
+    assert any("required field 'ts'" in r for r in reasons)
+    assert any("'bytes_out' must be a number" in r for r in reasons)
+    assert any("unknown field(s) ['colour']" in r for r in reasons)
+    # Alerts went out as JSON lines, one per alert, each with its event and incident.
+    alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(alerts) == metrics.alerts
+    assert all(a["score"] > scorer.threshold and a["incident_id"].startswith("INC-") for a in alerts)
+
+
+def test_records_to_events_keeps_good_records_of_a_mixed_batch():
+    good = to_records(stream_events().iloc[:3])
+    events, quarantine = records_to_events([good[0], "nope", good[1], {"ts": "2026-01-05T00:00:00Z"}, good[2]])
+    assert events["event_id"].tolist() == [g["event_id"] for g in good]
+    assert quarantine["raw_ref"].tolist() == ["stream:2", "stream:4"]
+    assert "event_type" in quarantine["reason"].iloc[1]
+
+
+def test_file_source_reads_any_format_and_follows_growth(tmp_path: Path):
+    events = stream_events().iloc[:200]
+    path = tmp_path / "events.csv"
+    events.iloc[:120].to_csv(path, index=False)
+    source = FileSource(path, follow=True, stop_after_idle_s=0.6, poll_s=0.05)
+    got, appended = [], False
+    for batch in source:
+        got.append(batch.events)
+        if not appended:
+            events.iloc[120:].to_csv(path, index=False, header=False, mode="a")
+            appended = True
+    read = pd.concat(got, ignore_index=True)
+    assert source.fmt == "canonical"
+    assert read["event_id"].tolist() == events["event_id"].tolist()
+
+
+def _register_champion(tmp_path: Path, model: ChampionModel):
+    import mlflow
+
+    from anomaly_pipeline import registry
+    from anomaly_pipeline.mlflow_model import model_signature
+
+    config = registry.RegistryConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                     artifact_location=str(tmp_path / "artifacts"), experiment="stream-tests")
+    client = registry.configure(config)
+    det_dir = model.detector.save(tmp_path / "detector")
+    window_file = tmp_path / "window_config.json"
+    window_file.write_text(json.dumps(model.window.__dict__))
+    code = Path(registry.__file__).with_name("mlflow_model.py")
+    with registry.training_run(config, "stream-test") as run:
+        mlflow.pyfunc.log_model(name="model", python_model=str(code),
+                                artifacts={"detector": str(det_dir), "window_config": str(window_file)},
+                                signature=model_signature(), pip_requirements=["anomaly-pipeline"])
+    version = registry.register_version(client, config, run.info.run_id)
+    registry.promote(client, config, version.version, gate_passed=True, challenger_score=0.5)
+    return config
+
+
+def test_scorer_streams_with_the_champion_from_the_registry(tmp_path: Path):
+    model = tiny_model()
+    config = _register_champion(tmp_path, model)
+    champion = load_champion(config)
+    assert champion.uri.endswith("@champion")
+    assert champion.window == STREAM_WINDOW
+    assert champion.detector.threshold_ == pytest.approx(model.detector.threshold_)
+    events = stream_events().iloc[:1500]
+    ours = StreamScorer(model).process(to_records(events))
+    theirs = StreamScorer(champion).process(to_records(events))
+    assert theirs.scored == 1500
+    np.testing.assert_allclose(theirs.scores["score"].to_numpy(), ours.scores["score"].to_numpy(), rtol=1e-5)
+
+
+def test_load_champion_without_a_model_says_what_to_do(tmp_path: Path):
+    from anomaly_pipeline.registry import RegistryConfig
+
+    config = RegistryConfig(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}", artifact_location=str(tmp_path / "a"))
+    with pytest.raises(RuntimeError, match="Train and promote a model first"):
+        load_champion(config)
