@@ -28,7 +28,7 @@ CONFIG_FILE = "detector.json"
 # score: ``tail_sum`` (default) adds each part's position among the validation events' values of
 # that part (its empirical CDF), so a part with a wide benign spread (volumes) cannot drown the
 # others; ``surprisal`` adds the raw nats (the event's total -log-likelihood).
-COMBINATIONS = ("tail_sum", "surprisal")
+COMBINATIONS = ("tail_sum", "fisher", "surprisal")
 # Below one CDF step (1 / CALIBRATION_POINTS): only orders events that share every part's step.
 TIE_BREAK = 1e-5
 
@@ -144,7 +144,12 @@ class HybridDetector:
             if q[-1] <= q[0]:
                 continue  # a constant part (the supervised head when it was not trained)
             lo, hi = np.searchsorted(q, parts[:, j], "left"), np.searchsorted(q, parts[:, j], "right")
-            total += (lo + hi) / (2.0 * len(q))  # mid-rank CDF among validation values
+            cdf = (lo + hi) / (2.0 * len(q))  # mid-rank CDF among validation values
+            if self.combination == "fisher":
+                # Fisher's method: -log of each part's tail probability (floored at half a step).
+                total += -np.log(np.maximum(1.0 - cdf, 0.5 / len(q)))
+            else:
+                total += cdf
         return total
 
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:

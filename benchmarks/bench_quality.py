@@ -43,10 +43,10 @@ from anomaly_pipeline.experiments import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SYNTHETIC_DETECTORS = ["hybrid_gnn_lstm", "static_gnn", "lstm_only", "heuristic_rules", "rule_first_seen_logon",
+SYNTHETIC_DETECTORS = ["hybrid_gnn_lstm", "hybrid_surprisal", "static_gnn", "lstm_only", "heuristic_rules", "rule_first_seen_logon",
                        "rule_rare_process", "rule_fan_out", "rule_failure_burst", "isolation_forest",
                        "one_class_svm", "midas_r", "midas_f"]
-DARPA_DETECTORS = ["hybrid_gnn_lstm", "static_gnn", "lstm_only", "isolation_forest", "one_class_svm", "midas_r",
+DARPA_DETECTORS = ["hybrid_gnn_lstm", "hybrid_surprisal", "static_gnn", "lstm_only", "isolation_forest", "one_class_svm", "midas_r",
                    "midas_f"]
 
 

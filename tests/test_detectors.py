@@ -46,6 +46,10 @@ def test_scores_are_finite_and_sum_of_parts(trained, small_windows):
             expected += (val_parts[:, j][None, :] < parts[:, j][:, None]).mean(axis=1)
     np.testing.assert_allclose(scores, expected, atol=0.01)  # 1,001 quantiles stand for the validation values
     assert scores.max() <= 3 + 1e-3  # three non-constant parts (the supervised head is off)
+    fisher = HybridDetector(combination="fisher")
+    fisher.model, fisher.part_quantiles_ = det.model, det.part_quantiles_
+    f_scores = fisher.decision_function(small_windows, idx)
+    assert (f_scores >= 0).all() and np.corrcoef(f_scores, scores)[0, 1] > 0.5
     surprisal = HybridDetector(combination="surprisal")
     surprisal.model = det.model
     np.testing.assert_allclose(surprisal.decision_function(small_windows, idx), parts.sum(axis=1), rtol=1e-5)
