@@ -103,9 +103,9 @@ class HybridDetector:
         grid = np.linspace(0, 1, CALIBRATION_POINTS)
         self.part_quantiles_ = np.stack([np.quantile(np.nan_to_num(parts[:, j]), grid) for j in range(parts.shape[1])])
         self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)
-        # Calibration: where a score falls among validation scores (the later, unseen period).
-        val_idx = windows.split_index("validation")
-        reference = self.decision_function(windows, val_idx if len(val_idx) else train_idx)
+        # Calibration: where a score falls among validation scores (the later, unseen period),
+        # from the parts already computed above.
+        reference = self.combine(parts)
         self.calibration_ = np.quantile(reference[np.isfinite(reference)], np.linspace(0, 1, CALIBRATION_POINTS))
         return self
 

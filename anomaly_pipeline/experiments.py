@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anomaly_pipeline.detectors import Detector, HybridDetector, IsolationForestDetector
+from anomaly_pipeline.detectors import (
+    Detector,
+    HybridDetector,
+    IsolationForestDetector,
+    lstm_only_detector,
+    static_gnn_detector,
+)
 from anomaly_pipeline.evaluation import evaluate_detectors
 from anomaly_pipeline.graph import GraphWindows, WindowConfig, build_graph_windows
 from anomaly_pipeline.models.hybrid import HybridConfig
@@ -51,11 +57,9 @@ PUBLISHED = {
 # ---------------------------------------------------------------------------------------------
 
 
-def _hybrid(seed: int, epochs_per_stage: int | None, **model: Any) -> HybridDetector:
+def _train_config(seed: int, epochs_per_stage: int | None) -> TrainConfig:
     train = TrainConfig(seed=seed)
-    if epochs_per_stage is not None:
-        train = train.with_epochs_per_stage(epochs_per_stage)
-    return HybridDetector(HybridConfig(**model), train)
+    return train if epochs_per_stage is None else train.with_epochs_per_stage(epochs_per_stage)
 
 
 def make_detector(name: str, seed: int, epochs_per_stage: int | None = None) -> Detector:
@@ -63,22 +67,18 @@ def make_detector(name: str, seed: int, epochs_per_stage: int | None = None) -> 
     from anomaly_pipeline.baselines import HeuristicRulesDetector, MidasDetector, OneClassSVMDetector
     from anomaly_pipeline.baselines.rules import RULES
 
+    train = _train_config(seed, epochs_per_stage)
     if name == "hybrid_gnn_lstm":
-        return _hybrid(seed, epochs_per_stage)
+        return HybridDetector(train_config=train)
     if name == "hybrid_surprisal":
         # The same model with its score parts summed in nats instead of by their validation CDFs.
-        det = _hybrid(seed, epochs_per_stage)
-        det.combination = "surprisal"
+        det = HybridDetector(train_config=train, combination="surprisal")
         det.name = "hybrid_surprisal"
         return det
     if name == "static_gnn":
-        det = _hybrid(seed, epochs_per_stage, fusion="spatial_only")
-        det.name = "static_gnn"
-        return det
+        return static_gnn_detector(train)
     if name == "lstm_only":
-        det = _hybrid(seed, epochs_per_stage, hops=0)
-        det.name = "lstm_only"
-        return det
+        return lstm_only_detector(train)
     if name == "heuristic_rules":
         return HeuristicRulesDetector()
     if name.startswith("rule_") and name[5:] in RULES:
@@ -102,6 +102,39 @@ def all_detector_names() -> list[str]:
 def _seeded(name: str) -> bool:
     """Rules are deterministic: one run stands for every seed (spread 0 by construction)."""
     return not (name == "heuristic_rules" or name.startswith("rule_"))
+
+
+DATASETS = ("synthetic", "darpa98")
+
+
+def dataset_events(dataset: str, max_edges: int | None = None, log: Log = print) -> tuple[pd.DataFrame, WindowConfig]:
+    """Validated events of a quality dataset and the window config its protocol uses.
+
+    synthetic: the default generator configuration (what ``make run`` uses), default windows.
+    darpa98: the DARPA 1998 stream read in place (first ``max_edges`` lines if given), with the
+    ``anomaly-pipeline detect`` split (train 16 %, early-stop 4 %, test the remaining 80 %).
+    """
+    from anomaly_pipeline.validation import ValidationPolicy, validate_events
+
+    if dataset == "synthetic":
+        from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
+
+        events = generate_events(SyntheticConfig())
+        result = validate_events(events)
+        log(f"synthetic: {len(events):,} events generated, {len(result.valid):,} valid after Great Expectations")
+        return result.valid, WindowConfig()
+    if dataset == "darpa98":
+        from anomaly_pipeline.detect import DEFAULT_TS_MIN, find_dataset, read_validated, window_config_for
+
+        path = find_dataset("darpa98")
+        if path is None:
+            raise ValueError("darpa98 not found: run `anomaly-pipeline datasets download darpa98` or set "
+                             "ANOMALY_PIPELINE_DATA_DIR; or leave it out (--datasets synthetic)")
+        data = read_validated(path, "darpa", policy=ValidationPolicy(ts_min=pd.Timestamp(DEFAULT_TS_MIN, tz="UTC")),
+                              max_rows=max_edges)
+        log(f"darpa98: {data.rows_read:,} lines read from {path}, {data.rows_valid:,} valid; {data.quarantine_line()}")
+        return data.valid, window_config_for(0.2)
+    raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,10 +317,7 @@ def run_ablation(
         windows = windows_cache[wkey]
         rows = []
         for seed in seeds:
-            train = TrainConfig(seed=seed)
-            if epochs_per_stage is not None:
-                train = train.with_epochs_per_stage(epochs_per_stage)
-            train = replace(train, **overrides.get("train", {}))
+            train = replace(_train_config(seed, epochs_per_stage), **overrides.get("train", {}))
             det = HybridDetector(HybridConfig(**overrides.get("model", {})), train)
             started = time.perf_counter()
             det.fit(windows)

@@ -254,11 +254,18 @@ class GraphTensors:
     def uses_coarse(self, model: HybridGNNLSTM) -> bool:
         return self.coarse is not None and model.config.multi_scale
 
-    def freeze_coarse(self, model: HybridGNNLSTM) -> None:
-        """Embed every coarse snapshot once (inference): chunks then share them instead of
-        re-embedding the same days again and again."""
+    def _coarse_range(self, model: HybridGNNLSTM, k_lo: int, k_hi: int) -> tuple[int, int]:
+        """Coarse snapshots the histories of fine buckets ``k_lo .. k_hi`` need."""
+        of = self.windows.coarse.of_bucket
+        c_lo = int(of[min(max(k_lo, 0), self.n_buckets - 1)]) - model.config.coarse_history
+        return c_lo, int(of[min(max(k_hi, 0), self.n_buckets - 1)])
+
+    def freeze_coarse(self, model: HybridGNNLSTM, k_lo: int = 0, k_hi: int | None = None) -> None:
+        """Embed once the coarse snapshots that buckets ``k_lo .. k_hi`` need (inference): chunks
+        then share them instead of re-embedding the same days again and again."""
         if self.uses_coarse(model):
-            self._frozen_coarse = self.coarse.embed(model, 0, self.coarse.n_snapshots, None, self.generator)
+            c_lo, c_hi = self._coarse_range(model, k_lo, self.n_buckets - 1 if k_hi is None else k_hi)
+            self._frozen_coarse = self.coarse.embed(model, c_lo, c_hi, None, self.generator)
 
     def snapshot_embeddings(self, model: HybridGNNLSTM, k_lo: int, k_hi: int, coarse: bool = True) -> SnapshotBatch:
         """Spatial embeddings of the active nodes of snapshots ``k_lo .. k_hi - 1`` and, with the
@@ -268,10 +275,8 @@ class GraphTensors:
             if self._frozen_coarse is not None:
                 batch.coarse = self._frozen_coarse
             else:
-                of = self.windows.coarse.of_bucket
-                c_lo = int(of[min(max(k_lo, 0), self.n_buckets - 1)]) - model.config.coarse_history
-                c_hi = int(of[min(max(k_hi, 0), self.n_buckets - 1)])
-                batch.coarse = self.coarse.embed(model, c_lo, c_hi, self.sample_edges_above, self.generator)
+                batch.coarse = self.coarse.embed(model, *self._coarse_range(model, k_lo, k_hi),
+                                                 self.sample_edges_above, self.generator)
         return batch
 
     def sequences(self, batch: SnapshotBatch, bucket: Tensor, node: Tensor, history: int) -> Tensor:
@@ -660,7 +665,8 @@ def score_components(
     wanted[idx] = True
     L = model.config.history
     w = windows
-    gt.freeze_coarse(model)
+    if len(idx):
+        gt.freeze_coarse(model, int(windows.event_bucket[idx].min()), int(windows.event_bucket[idx].max()))
     parts[:, 0] = -np.log(w.event_x[:, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
     for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
         lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])

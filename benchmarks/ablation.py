@@ -23,34 +23,12 @@ from anomaly_pipeline.experiments import (
     ABLATIONS,
     ablation_markdown,
     ablation_names,
+    dataset_events,
     run_ablation,
     write_json,
 )
-from anomaly_pipeline.graph import WindowConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_events(dataset: str, max_edges: int | None):
-    """Validated events and the base window config of a dataset."""
-    if dataset == "synthetic":
-        from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
-        from anomaly_pipeline.validation import validate_events
-
-        return validate_events(generate_events(SyntheticConfig())).valid, WindowConfig()
-    if dataset == "darpa98":
-        import pandas as pd
-
-        from anomaly_pipeline.detect import DEFAULT_TS_MIN, find_dataset, read_validated, window_config_for
-        from anomaly_pipeline.validation import ValidationPolicy
-
-        path = find_dataset("darpa98")
-        if path is None:
-            raise SystemExit("darpa98 not found: `anomaly-pipeline datasets download darpa98` or ANOMALY_PIPELINE_DATA_DIR")
-        data = read_validated(path, "darpa", policy=ValidationPolicy(ts_min=pd.Timestamp(DEFAULT_TS_MIN, tz="UTC")),
-                              max_rows=max_edges)
-        return data.valid, window_config_for(0.2)
-    raise SystemExit(f"unknown dataset {dataset!r}; choose synthetic or darpa98")
 
 
 def main() -> None:
@@ -70,7 +48,10 @@ def main() -> None:
             raise SystemExit(f"unknown ablations {sorted(unknown)}; choose from: {'; '.join(ablation_names())}")
         ablations = tuple(a for a in ABLATIONS if a.name in wanted)
     started = time.perf_counter()
-    events, window = load_events(args.dataset, args.darpa_max_edges)
+    try:
+        events, window = dataset_events(args.dataset, args.darpa_max_edges)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
     print(f"{args.dataset}: {len(events):,} valid events; {len(ablations)} ablations", flush=True)
     table = run_ablation(args.dataset, events, window, ablations, tuple(int(s) for s in args.seeds.split(",")),
                          epochs_per_stage=args.epochs_per_stage, log=lambda line: print(line, flush=True))

@@ -30,17 +30,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-
 from anomaly_pipeline.experiments import (
     DEFAULT_FPRS,
     all_detector_names,
     check_targets,
+    dataset_events,
     quality_markdown,
     run_quality,
     targets_markdown,
     write_json,
 )
+from anomaly_pipeline.graph import build_graph_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC_DETECTORS = ["hybrid_gnn_lstm", "hybrid_surprisal", "static_gnn", "lstm_only", "heuristic_rules", "rule_first_seen_logon",
@@ -52,31 +52,6 @@ DARPA_DETECTORS = ["hybrid_gnn_lstm", "hybrid_surprisal", "static_gnn", "lstm_on
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
-
-
-def synthetic_windows(log):
-    from anomaly_pipeline.graph import WindowConfig, build_graph_windows
-    from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
-    from anomaly_pipeline.validation import validate_events
-
-    events = generate_events(SyntheticConfig())
-    result = validate_events(events)
-    log(f"synthetic: {len(events):,} events generated, {len(result.valid):,} valid after Great Expectations")
-    return build_graph_windows(result.valid, WindowConfig())
-
-
-def darpa_windows(max_edges: int | None, log):
-    from anomaly_pipeline.detect import DEFAULT_TS_MIN, build_windows, find_dataset, read_validated
-    from anomaly_pipeline.validation import ValidationPolicy
-
-    path = find_dataset("darpa98")
-    if path is None:
-        raise SystemExit("darpa98 not found: run `anomaly-pipeline datasets download darpa98` or set "
-                         "ANOMALY_PIPELINE_DATA_DIR; or leave it out with --datasets synthetic")
-    data = read_validated(path, "darpa", policy=ValidationPolicy(ts_min=pd.Timestamp(DEFAULT_TS_MIN, tz="UTC")),
-                          max_rows=max_edges)
-    log(f"darpa98: {data.rows_read:,} lines read from {path}, {data.rows_valid:,} valid; {data.quarantine_line()}")
-    return build_windows(data.valid, 0.2, log=log)
 
 
 def git_commit() -> str:
@@ -113,7 +88,12 @@ def main() -> None:
     runs, timings = [], {}
     for name in datasets:
         t = time.perf_counter()
-        windows = synthetic_windows(log) if name == "synthetic" else darpa_windows(args.darpa_max_edges, log)
+        try:
+            events, window_config = dataset_events(name, args.darpa_max_edges, log)
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
+        windows = build_graph_windows(events, window_config)
+        del events
         detectors = chosen or (SYNTHETIC_DETECTORS if name == "synthetic" else DARPA_DETECTORS)
         run = run_quality(name, windows, detectors, seeds, DEFAULT_FPRS, args.epochs_per_stage, log)
         if name == "darpa98" and args.darpa_max_edges:
