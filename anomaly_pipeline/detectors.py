@@ -19,18 +19,24 @@ from sklearn.ensemble import IsolationForest
 
 from anomaly_pipeline.graph import EVENT_FEATURES, NODE_FEATURES, GraphWindows
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM
-from anomaly_pipeline.training import EpochStats, TrainConfig, score_components, train_hybrid
+from anomaly_pipeline.training import SCORE_PARTS, EpochStats, TrainConfig, score_components, train_hybrid
 
 WEIGHTS_FILE = "state_dict.pt"
 CALIBRATION_POINTS = 1001
 CONFIG_FILE = "detector.json"
-# How the hybrid's score parts (hour, link, attribute and supervised surprisal, in nats) become one
-# score: ``tail_sum`` (default) adds each part's position among the validation events' values of
-# that part (its empirical CDF), so a part with a wide benign spread (volumes) cannot drown the
-# others; ``surprisal`` adds the raw nats (the event's total -log-likelihood).
-COMBINATIONS = ("tail_sum", "fisher", "surprisal")
-# Below one CDF step (1 / CALIBRATION_POINTS): only orders events that share every part's step.
-TIE_BREAK = 1e-5
+# How the hybrid's score parts (``training.SCORE_PARTS``: hour, link, attribute and rate surprises,
+# the supervised head) become one score, without any weight learned from labels:
+# ``fisher`` (default): each part becomes its upper-tail probability among the unlabelled
+# validation window's values of that part, and the score is Fisher's sum of -log p over the parts.
+# Beyond the top ``TAIL_SHARE`` of the validation values the tail is an exponential fitted to them
+# (peaks over threshold, on log1p of the part), so an event far beyond anything in validation
+# keeps rising instead of tying at the validation maximum. A value of 0 (a one-sided part that saw
+# nothing surprising) has p = 1 and adds nothing.
+# ``tail_sum`` adds each part's empirical CDF instead; ``surprisal`` adds the raw nats.
+COMBINATIONS = ("fisher", "tail_sum", "surprisal")
+TAIL_SHARE = 0.05
+# Far below one p-value step: only orders events that tie on every part.
+TIE_BREAK = 1e-6
 
 
 class Detector(Protocol):
@@ -69,12 +75,14 @@ class HybridDetector:
         fit_fpr: float = 0.01,
         on_epoch: Callable[[EpochStats], None] | None = None,
         checkpoint_dir: str | Path | None = None,
-        combination: str = "tail_sum",
+        combination: str = "fisher",
     ) -> None:
         if combination not in COMBINATIONS:
             raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
         self.combination = combination
-        self.part_quantiles_: np.ndarray | None = None
+        self.part_quantiles_: np.ndarray | None = None  # [parts, CALIBRATION_POINTS] of log1p(part)
+        self.tail_start_: np.ndarray | None = None  # [parts] where the exponential tail starts
+        self.tail_scale_: np.ndarray | None = None  # [parts] its mean excess (log1p units)
         self.model_config = model_config
         self.train_config = train_config
         self.fit_fpr = fit_fpr
@@ -100,8 +108,7 @@ class HybridDetector:
         # time) for the tail_sum combination; no label is used.
         val_idx = windows.split_index("validation")
         parts = score_components(self.model, windows, val_idx if len(val_idx) else train_idx)
-        grid = np.linspace(0, 1, CALIBRATION_POINTS)
-        self.part_quantiles_ = np.stack([np.quantile(np.nan_to_num(parts[:, j]), grid) for j in range(parts.shape[1])])
+        self.fit_part_tails(parts)
         self.threshold_ = threshold_at_fpr(self.decision_function(windows, train_idx), self.fit_fpr)
         # Calibration: where a score falls among validation scores (the later, unseen period),
         # from the parts already computed above.
@@ -134,23 +141,48 @@ class HybridDetector:
                                                 init_state=init)
         return self._fit_thresholds(windows, None)
 
+    def fit_part_tails(self, parts: np.ndarray) -> HybridDetector:
+        """Learn each part's distribution on unlabelled reference events (the validation window):
+        quantiles of log1p(part), and the exponential tail beyond its top ``TAIL_SHARE``."""
+        values = np.log1p(np.clip(np.nan_to_num(np.asarray(parts, dtype=float)), 0.0, None))
+        grid = np.linspace(0, 1, CALIBRATION_POINTS)
+        self.part_quantiles_ = np.stack([np.quantile(values[:, j], grid) for j in range(values.shape[1])])
+        self.tail_start_ = np.quantile(values, 1.0 - TAIL_SHARE, axis=0)
+        scale = np.empty(values.shape[1])
+        for j in range(values.shape[1]):
+            above = values[:, j][values[:, j] > self.tail_start_[j]]
+            scale[j] = (above - self.tail_start_[j]).mean() if len(above) else 0.0
+        self.tail_scale_ = np.maximum(scale, 1e-3)
+        return self
+
+    def part_pvalues(self, parts: np.ndarray) -> np.ndarray:
+        """[n, parts]: each part's upper-tail probability among the reference values (see
+        ``COMBINATIONS``); 1 for a part that is constant on the reference events."""
+        if self.part_quantiles_ is None or self.tail_start_ is None:
+            raise RuntimeError("HybridDetector: fit() before part_pvalues()")
+        values = np.log1p(np.clip(np.nan_to_num(np.asarray(parts, dtype=float)), 0.0, None))
+        out = np.ones(values.shape)
+        for j, q in enumerate(self.part_quantiles_):
+            if q[-1] <= q[0]:
+                continue  # constant on the reference (the supervised head when it was not trained)
+            x = values[:, j]
+            empirical = 1.0 - np.searchsorted(q, x, "left") / len(q)  # share of reference values >= x
+            u, beta = self.tail_start_[j], self.tail_scale_[j]
+            share = 1.0 - np.searchsorted(q, u, "left") / len(q)
+            tail = share * np.exp(-(x - u) / beta)
+            out[:, j] = np.where(x > u, np.minimum(tail, empirical), empirical)
+        return np.clip(out, 1e-300, 1.0)
+
     def combine(self, parts: np.ndarray) -> np.ndarray:
         """One score per row of ``parts`` ([n, len(SCORE_PARTS)] nats), higher = stranger."""
         parts = np.nan_to_num(np.asarray(parts, dtype=float))
         if self.combination == "surprisal" or self.part_quantiles_ is None:
             return parts.sum(axis=1)
-        total = TIE_BREAK * parts.sum(axis=1)
-        for j, q in enumerate(self.part_quantiles_):
-            if q[-1] <= q[0]:
-                continue  # a constant part (the supervised head when it was not trained)
-            lo, hi = np.searchsorted(q, parts[:, j], "left"), np.searchsorted(q, parts[:, j], "right")
-            cdf = (lo + hi) / (2.0 * len(q))  # mid-rank CDF among validation values
-            if self.combination == "fisher":
-                # Fisher's method: -log of each part's tail probability (floored at half a step).
-                total += -np.log(np.maximum(1.0 - cdf, 0.5 / len(q)))
-            else:
-                total += cdf
-        return total
+        tie_break = TIE_BREAK * np.log1p(np.clip(parts, 0.0, None)).sum(axis=1)
+        p = self.part_pvalues(parts)
+        if self.combination == "fisher":
+            return -np.log(p).sum(axis=1) + tie_break
+        return (1.0 - p).sum(axis=1) + tie_break
 
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
         if self.model is None:
@@ -174,6 +206,9 @@ class HybridDetector:
                     "fit_fpr": self.fit_fpr,
                     "combination": self.combination,
                     "part_quantiles": None if self.part_quantiles_ is None else self.part_quantiles_.tolist(),
+                    "tail_start": None if self.tail_start_ is None else self.tail_start_.tolist(),
+                    "tail_scale": None if self.tail_scale_ is None else self.tail_scale_.tolist(),
+                    "score_parts": list(SCORE_PARTS),
                     "node_features": list(NODE_FEATURES),
                     "event_features": list(EVENT_FEATURES),
                 },
@@ -192,9 +227,17 @@ class HybridDetector:
                 "retrain it with this version of anomaly-pipeline"
             )
         det = cls(HybridConfig(**meta["model_config"]), fit_fpr=meta["fit_fpr"],
-                  combination=meta.get("combination", "surprisal"))
+                  combination=meta.get("combination", "fisher"))
+        if meta.get("score_parts", list(SCORE_PARTS)) != list(SCORE_PARTS):
+            raise ValueError(
+                f"model at {directory} scores the parts {meta.get('score_parts')}, this code {list(SCORE_PARTS)}; "
+                "retrain it with this version of anomaly-pipeline"
+            )
         if meta.get("part_quantiles") is not None:
             det.part_quantiles_ = np.asarray(meta["part_quantiles"], dtype=float)
+        if meta.get("tail_start") is not None:
+            det.tail_start_ = np.asarray(meta["tail_start"], dtype=float)
+            det.tail_scale_ = np.asarray(meta["tail_scale"], dtype=float)
         det.model = HybridGNNLSTM(det.model_config)
         state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
         det.model.load_state_dict(state)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from anomaly_pipeline.rates import RateConfig, RateState, node_hash
+
 NODE_TYPES: tuple[str, ...] = ("user", "host", "process", "external")
 
 # (source node type, relation, destination node type) for the scored edge of each event kind.
@@ -62,61 +64,65 @@ EVENT_FEATURES: tuple[str, ...] = (
     "auth_failed",
     "auth_ntlm",
     "auth_kerberos",
+    "proto_udp",
+    "proto_icmp",
     "log_bytes_out",
     "log_bytes_in",
     "log_duration_s",
+    "log_packets",
     "pair_first_seen",
-    "log_pair_prior_count",
     "context_pair_first_seen",
     "dst_first_seen",
-    "log_src_prior_count",
+    "src_first_seen",
+    "service_first_seen",
     "src_hour_profile_share",
-    "log_actor_events_last_hour",
-    "log_actor_failures_last_hour",
     "log_pair_gap_s",
     "pair_gap_irregularity",
     "pair_prior_mean_log_bytes_out",
     "pair_prior_mean_log_bytes_in",
     "pair_prior_mean_log_duration_s",
-    "log_pair_events_last_hour",
-    "log_dst_events_last_hour",
 )
 # The event's likelihood factorises as p(hour | source) * p(destination | source, time, history)
-# * p(attributes | source, destination, history); these name the features each factor sees.
+# * p(attributes | source, destination, history) * p(rates | context); these name the features each
+# factor sees. No count or burst feature is an input of the link or attribute heads: bursts are
+# scored by the rate parts (``anomaly_pipeline.rates``), and a count that is scored is never also
+# an input that explains the same burst away. Novelty (first-seen) and time stay inputs.
 LINK_INPUTS: tuple[str, ...] = (
     "hour_sin",
     "hour_cos",
     "is_weekend",
     "pair_first_seen",
-    "log_pair_prior_count",
     "context_pair_first_seen",
     "dst_first_seen",
-    "log_src_prior_count",
-    "log_actor_events_last_hour",
-    "log_actor_failures_last_hour",
+    "src_first_seen",
+    "service_first_seen",
 )
 ATTRIBUTE_CONTEXT: tuple[str, ...] = (
+    "hour_sin",
+    "hour_cos",
     "pair_prior_mean_log_bytes_out",
     "pair_prior_mean_log_bytes_in",
     "pair_prior_mean_log_duration_s",
     "pair_first_seen",
-    "log_pair_prior_count",
     "context_pair_first_seen",
     "dst_first_seen",
-    "log_src_prior_count",
-    "log_actor_events_last_hour",
-    "log_actor_failures_last_hour",
+    "src_first_seen",
+    "service_first_seen",
 )
-BINARY_ATTRIBUTES: tuple[str, ...] = ("auth_failed", "auth_ntlm", "auth_kerberos")
+BINARY_ATTRIBUTES: tuple[str, ...] = ("auth_failed", "auth_ntlm", "auth_kerberos", "proto_udp", "proto_icmp")
+# One-sided flags: only the value 1 (a failed logon, an unanswered or rejected connection) can be
+# surprising; success is never evidence of an attack.
+ONE_SIDED_FLAGS: tuple[str, ...] = ("auth_failed",)
 CONTINUOUS_ATTRIBUTES: tuple[str, ...] = (
     "log_bytes_out",
     "log_bytes_in",
     "log_duration_s",
+    "log_packets",
     "log_pair_gap_s",
     "pair_gap_irregularity",
-    "log_pair_events_last_hour",
-    "log_dst_events_last_hour",
 )
+# Upper-sided volumes: more bytes, packets or time than expected is surprising, less is not.
+UPPER_SIDED: tuple[str, ...] = ("log_bytes_out", "log_bytes_in", "log_duration_s", "log_packets")
 ATTRIBUTE_TARGETS: tuple[str, ...] = BINARY_ATTRIBUTES + CONTINUOUS_ATTRIBUTES
 # Features whose distribution should hold still while the enterprise does: drift monitoring
 # watches these. Left out on purpose: cumulative counts (they grow with history by construction)
@@ -132,7 +138,6 @@ DRIFT_MONITORED_FEATURES: tuple[str, ...] = (
     "log_duration_s",
     "pair_first_seen",
     "dst_first_seen",
-    "log_actor_events_last_hour",
     "log_pair_gap_s",
 )
 NO_PREVIOUS_GAP_S = 30 * 86400.0  # gap assumed for a pair's first event
@@ -219,6 +224,17 @@ class CoarseSnapshots:
 
 
 @dataclass
+class EventRates:
+    """Rate state of every event (``anomaly_pipeline.rates``): ``count`` and ``total`` [n, A]
+    float32 (A aspects), ``t`` [n] the tick number, ``state`` the sketches after the last event."""
+
+    count: np.ndarray
+    total: np.ndarray
+    t: np.ndarray
+    state: RateState | None = None
+
+
+@dataclass
 class GraphWindows:
     """Snapshots, node features and per-event scored edges for one stretch of events.
 
@@ -255,6 +271,11 @@ class GraphWindows:
     split: np.ndarray  # 0 train, 1 validation, 2 test
     meta: dict = field(default_factory=dict)
     coarse: CoarseSnapshots | None = None  # the second time scale (multi-scale windows)
+    # Per event and aspect (``rates.ASPECTS``): decayed current count, filtered total, tick number.
+    rates: EventRates | None = None
+    # Per event, the code of its service (destination port and protocol; -1 for none), for the
+    # service novelty of corrupted negatives.
+    event_service: np.ndarray | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -400,7 +421,40 @@ def _trailing_count(
     return counts
 
 
-def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfig()) -> GraphWindows:
+def _prior_days_count(keys: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Per event, how many events with the same key fell on earlier days (events in time order)."""
+    frame = pd.DataFrame({"k": keys, "d": day})
+    per_day = frame.groupby(["k", "d"], sort=True).size()
+    before = per_day.groupby(level="k").cumsum() - per_day
+    return before.reindex(pd.MultiIndex.from_arrays([keys, day])).to_numpy(dtype=np.float64)
+
+
+def epoch_seconds(ts: pd.Series) -> np.ndarray:
+    """UTC timestamps as float seconds since 1970."""
+    return ts.astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
+
+
+def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, config: RateConfig | None = None,
+                state: RateState | None = None, chunk: int = 1_000_000) -> EventRates:
+    """Rate state of each scored edge (``anomaly_pipeline.rates``), fed in chunks of ``chunk``
+    events so memory stays bounded; ``state`` continues an earlier stream (streaming)."""
+    state = state if state is not None else RateState(config or RateConfig())
+    src = node_hash(edges["src_type"].astype(str) + ":" + edges["src"].astype(str))
+    dst = node_hash(edges["dst_type"].astype(str) + ":" + edges["dst"].astype(str))
+    seconds = epoch_seconds(ts)
+    counts, totals, ticks = [], [], []
+    for lo in range(0, len(src), chunk):
+        c, tot, t = state.update(src[lo:lo + chunk], dst[lo:lo + chunk], rel[lo:lo + chunk], seconds[lo:lo + chunk])
+        counts.append(c)
+        totals.append(tot)
+        ticks.append(t)
+    if not counts:
+        return EventRates(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), state)
+    return EventRates(np.concatenate(counts), np.concatenate(totals), np.concatenate(ticks), state)
+
+
+def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfig(),
+                        rate_config: RateConfig | None = None) -> GraphWindows:
     """Build snapshots, node features and event features from validated canonical events.
 
     Events without a usable scored edge (for example a logon with no destination host) cannot be
@@ -469,14 +523,18 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     ctx_prior = _group_cumcount(ctx_key)
     dst_prior = _group_cumcount(dst)
     src_prior = _group_cumcount(src)
+    protocol = events["protocol"].astype("string").fillna("")
+    proto_code = pd.factorize(protocol)[0].astype(np.int64)
+    port = events["dst_port"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
+    service = np.where(port >= 0, (port + 1) * 8 + proto_code % 8, -1)
+    service_prior = _group_cumcount(np.where(service >= 0, dst * (65537 * 8) + service, -1 - np.arange(len(dst))))
     hour_bin = (ts.dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
-    src_hour_prior = _group_cumcount(src * HOUR_BINS + hour_bin)
-
-    # Bursts: how busy and how failing the acting host was in the hour before this event.
-    actor = events["src_host"].astype("string").fillna(events["user"].astype("string")).fillna("")
-    actor_code = pd.factorize(actor)[0].astype(np.int64)
-    actor_recent = _trailing_count(actor_code, seconds, 3600.0)
-    actor_recent_fail = _trailing_count(actor_code, seconds, 3600.0, weight=auth_failed)
+    # The source's hour-of-day profile counts completed days only, so a burst cannot make its
+    # own hour familiar within minutes.
+    day = np.floor(epoch_seconds(ts) / 86400.0).astype(np.int64)  # UTC days
+    src_prior_days = _prior_days_count(src, day)
+    src_hour_prior_days = _prior_days_count(src * HOUR_BINS + hour_bin, day)
+    packets = events["packets"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
 
     # Rhythm of the pair: time since its previous event and how much that gap differs from the
     # one before (near 0 for machine-like periodic traffic such as beaconing).
@@ -495,27 +553,29 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
             auth_failed,
             (auth_type == "ntlm").fillna(False).to_numpy().astype(np.float32),
             (auth_type == "kerberos").fillna(False).to_numpy().astype(np.float32),
+            (protocol == "udp").to_numpy().astype(np.float32),
+            (protocol == "icmp").to_numpy().astype(np.float32),
             np.log1p(bytes_out),
             np.log1p(bytes_in),
             np.log1p(duration),
+            np.log1p(packets),
             (pair_prior == 0).astype(np.float32),
-            np.log1p(pair_prior),
             ((ctx >= 0) & (ctx_prior == 0)).astype(np.float32),
             (dst_prior == 0).astype(np.float32),
-            np.log1p(src_prior),
-            (src_hour_prior + 1.0) / (src_prior + HOUR_BINS),
-            np.log1p(actor_recent),
-            np.log1p(actor_recent_fail),
+            (src_prior == 0).astype(np.float32),
+            ((service >= 0) & (service_prior == 0)).astype(np.float32),
+            (src_hour_prior_days + 1.0) / (src_prior_days + HOUR_BINS),
             log_gap,
             irregularity,
             _prior_mean(np.log1p(bytes_out), pair_key, src),
             _prior_mean(np.log1p(bytes_in), pair_key, src),
             _prior_mean(np.log1p(duration), pair_key, src),
-            # Bursts on the edge and on its destination (what MIDAS watches), trailing hour.
-            np.log1p(_trailing_count(pair_key, seconds, 3600.0)),
-            np.log1p(_trailing_count(dst, seconds, 3600.0)),
         ]
     ).astype(np.float32)
+    assert event_x.shape[1] == len(EVENT_FEATURES)
+
+    # Rate state per aspect (edge, source, destination, source x relation), by typed node name.
+    rates = event_rates(edges, rel, events["ts"], rate_config)
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
     shared = {
@@ -571,6 +631,8 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         split=split,
         meta={"events_without_edge": dropped, "train_end_bucket": train_end, "validation_end_bucket": val_end},
         coarse=coarse,
+        rates=rates,
+        event_service=service,
         **snap,
     )
 

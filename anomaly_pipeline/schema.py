@@ -45,7 +45,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("protocol", "string", False, f"one of {', '.join(PROTOCOLS)}"),
     Column("auth_type", "string", False, f"one of {', '.join(AUTH_TYPES)}"),
     Column("logon_type", "string", False, f"one of {', '.join(LOGON_TYPES)}"),
-    Column("success", "boolean", False, "authentication outcome"),
+    Column("success", "boolean", False, "authentication outcome, or whether a flow's connection was established"),
     Column("bytes_out", "Float64", False, "bytes sent by the source, >= 0"),
     Column("bytes_in", "Float64", False, "bytes received by the source, >= 0"),
     Column("packets", "Float64", False, "packets in the flow, >= 0"),

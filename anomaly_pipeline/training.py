@@ -33,9 +33,12 @@ from anomaly_pipeline.graph import (
     EVENT_FEATURES,
     LINK_INPUTS,
     NODE_TYPES,
+    ONE_SIDED_FLAGS,
     RELATIONS,
+    UPPER_SIDED,
     GraphWindows,
 )
+from anomaly_pipeline.rates import ASPECTS, expected_count, rate_surprise
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_passing_relations
 from anomaly_pipeline.sampling import normalise_edge_counts, sample_edges
 
@@ -47,7 +50,10 @@ LINK_IDX = [_F[n] for n in LINK_INPUTS]
 ATTR_CTX_IDX = [_F[n] for n in ATTRIBUTE_CONTEXT]
 BINARY_IDX = [_F[n] for n in BINARY_ATTRIBUTES]
 CONTINUOUS_IDX = [_F[n] for n in CONTINUOUS_ATTRIBUTES]
-SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise", "supervised_attack")
+ONE_SIDED_FLAG_MASK = np.array([n in ONE_SIDED_FLAGS for n in BINARY_ATTRIBUTES])
+UPPER_SIDED_MASK = np.array([n in UPPER_SIDED for n in CONTINUOUS_ATTRIBUTES])
+RATE_PARTS = tuple(f"rate_{aspect}" for aspect in ASPECTS)
+SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise", *RATE_PARTS, "supervised_attack")
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     chunk_buckets: int = 12
     max_events_per_chunk: int = 4096
+    # Events per gradient step (a chunk's events are split into steps of this size), and the
+    # fewest steps an epoch takes: a small log (a day of one host) otherwise gets one step per epoch.
+    batch_events: int = 1024
+    min_steps_per_epoch: int = 40
     patience: int = 2
     # Multi-task: weight of the supervised attack head, trained on labelled training events
     # (0 = off, fully self-supervised). When on, its -log(1 - p(attack)) joins the score.
@@ -307,6 +317,9 @@ class PairHistory:
         return np.searchsorted(self.sorted, base + position) - np.searchsorted(self.sorted, base)
 
 
+_SERVICE_SPAN = 65537 * 8  # service codes (port + 1) * 8 + protocol stay below this
+
+
 class NegativeSampler:
     """Builds corrupted copies of observed events (see module docstring)."""
 
@@ -318,6 +331,10 @@ class NegativeSampler:
         ctx_keys = np.where(windows.event_ctx >= 0, windows.event_ctx * n + windows.event_dst, -1)
         self.ctx_pairs = PairHistory(ctx_keys)
         self.dsts = PairHistory(windows.event_dst)
+        self.services = None
+        if windows.event_service is not None:
+            service = windows.event_service
+            self.services = PairHistory(np.where(service >= 0, windows.event_dst * _SERVICE_SPAN + service, -1))
         types = windows.nodes["node_type"].to_numpy()
         self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
         self.dst_type = types[windows.event_dst]
@@ -340,9 +357,12 @@ class NegativeSampler:
         ctx = w.event_ctx[idx]
         ctx_prior = self.ctx_pairs.prior_count(np.where(ctx >= 0, ctx * n + new_dst, -1), idx)
         x[:, _F["pair_first_seen"]] = pair_prior == 0
-        x[:, _F["log_pair_prior_count"]] = np.log1p(pair_prior)
         x[:, _F["context_pair_first_seen"]] = (ctx >= 0) & (ctx_prior == 0)
         x[:, _F["dst_first_seen"]] = self.dsts.prior_count(new_dst, idx) == 0
+        if self.services is not None:
+            service = w.event_service[idx]
+            prior = self.services.prior_count(np.where(service >= 0, new_dst * _SERVICE_SPAN + service, -1), idx)
+            x[:, _F["service_first_seen"]] = (service >= 0) & (prior == 0)
         return new_dst, x
 
 
@@ -358,6 +378,7 @@ def _decode_rows(
     x: np.ndarray,
     history: int | None = None,
     x_delta: Tensor | None = None,
+    log_rate: np.ndarray | None = None,
 ) -> dict[str, Tensor]:
     """Everything the model says about rows (events or negatives) whose history snapshots are in
     ``batch``: link logits [B], binary-flag surprisal [B, Tb] and continuous-attribute surprisal
@@ -378,14 +399,28 @@ def _decode_rows(
         xs = xs + x_delta
     has_ctx = torch.from_numpy(ctx >= 0).to(dev)
     rel_t = torch.from_numpy(rel).to(dev)
-    logit, flag_logits, mean, log_var = model.decoder(
-        h[0], h[1], h[2], has_ctx, rel_t, xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX]
+    use_rate = log_rate is not None and model.config.rate_head
+    logit, flag_logits, mean, log_var, correction = model.decoder(
+        h[0], h[1], h[2], has_ctx, rel_t, xs[:, LINK_IDX], xs[:, ATTR_CTX_IDX],
+        torch.from_numpy(log_rate).float().to(dev) if use_rate else None,
     )
     flags = torch.from_numpy(x[:, BINARY_IDX]).to(dev)
+    target = xs[:, CONTINUOUS_IDX]
+    flag_nll = F.binary_cross_entropy_with_logits(flag_logits, flags, reduction="none")
+    # Scored surprise: one-sided flags count only when raised, upper-sided volumes only above the
+    # expected value, and a continuous attribute's surprise is its excess over the most likely value.
+    one_sided = torch.from_numpy(ONE_SIDED_FLAG_MASK).to(dev)
+    flag_surprise = torch.where(one_sided, flag_nll * flags, flag_nll)
+    excess = _attribute_excess_per_dim(mean, log_var, target)
+    upper = torch.from_numpy(UPPER_SIDED_MASK).to(dev)
+    excess = torch.where(upper & (target <= mean), torch.zeros_like(excess), excess)
     return {
         "link_logit": logit,
-        "flag_nll": F.binary_cross_entropy_with_logits(flag_logits, flags, reduction="none"),
-        "attribute_nll": _attribute_nll_per_dim(mean, log_var, xs[:, CONTINUOUS_IDX]),
+        "flag_nll": flag_nll,
+        "attribute_nll": _attribute_nll_per_dim(mean, log_var, target),
+        "flag_surprise": flag_surprise,
+        "attribute_excess": excess,
+        "rate_log_correction": correction,
         "attribute_mean": mean,
         "attack_logit": model.supervised(model.decoder.context(h[0], h[1], h[2], has_ctx, rel_t), xs[:, LINK_IDX]),
         "time_attention": time_weights[inverse].view(3, len(src), -1),
@@ -393,15 +428,31 @@ def _decode_rows(
 
 
 def _score_rows(*args, **kwargs) -> tuple[Tensor, Tensor, Tensor]:
-    """Link logits [B], attribute surprisal [B] (nats) and supervised attack logits [B]."""
+    """Link logits [B], attribute negative log-likelihood [B] (nats, the training loss's) and
+    supervised attack logits [B]."""
     out = _decode_rows(*args, **kwargs)
     return out["link_logit"], out["flag_nll"].sum(-1) + out["attribute_nll"].sum(-1), out["attack_logit"]
+
+
+def log_expected_rates(windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
+    """[len(idx), A]: log1p of each aspect's filtered expected count, the rate head's input."""
+    r = windows.rates
+    if r is None:
+        return np.zeros((len(idx), len(ASPECTS)), np.float32)
+    return np.log1p(expected_count(r.total[idx], r.t[idx])).astype(np.float32)
 
 
 STUDENT_T_DOF = 4.0
 _T_CONST = (
     -math.lgamma((STUDENT_T_DOF + 1) / 2) + math.lgamma(STUDENT_T_DOF / 2) + 0.5 * math.log(STUDENT_T_DOF * math.pi)
 )
+
+
+def _attribute_excess_per_dim(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
+    """Per-attribute surprise of ``target`` beyond the most likely value (nats, >= 0): the
+    Student-t negative log-likelihood minus its value at the mean."""
+    z2 = (target - mean) ** 2 * torch.exp(-log_var)
+    return 0.5 * (STUDENT_T_DOF + 1) * torch.log1p(z2 / STUDENT_T_DOF)
 
 
 def _attribute_nll_per_dim(mean: Tensor, log_var: Tensor, target: Tensor) -> Tensor:
@@ -449,10 +500,26 @@ def _chunk_loss(
     event_labels = torch.from_numpy(np.nan_to_num(w.labels[idx], nan=-1.0)).float().to(gt.device)
     labelled = event_labels >= 0
 
+    log_rate = np.tile(log_expected_rates(w, idx), (k, 1))
+    rate_target = None
+    if w.rates is not None and model.config.rate_head:
+        mu = expected_count(w.rates.total[idx], w.rates.t[idx])
+        rate_target = (torch.from_numpy(np.log(np.maximum(mu, 1e-12))).float().to(gt.device),
+                       torch.from_numpy(w.rates.count[idx]).float().to(gt.device),
+                       torch.from_numpy(mu > 0).to(gt.device))
+
     def loss_for(x_delta: Tensor | None) -> tuple[Tensor, Tensor]:
-        logits, attr_nll, attack_logit = _score_rows(model, gt, batch, *rows, history=L, x_delta=x_delta)
+        out = _decode_rows(model, gt, batch, *rows, history=L, x_delta=x_delta, log_rate=log_rate)
+        logits, attack_logit = out["link_logit"], out["attack_logit"]
+        attr_nll = out["flag_nll"].sum(-1) + out["attribute_nll"].sum(-1)
         link_loss = F.binary_cross_entropy_with_logits(logits, labels)
         loss = link_loss + model.config.attribute_weight * attr_nll[:n].mean() / n_attr
+        if rate_target is not None and bool(rate_target[2].any()):
+            # Poisson likelihood of each aspect's observed count under the corrected expectation.
+            log_mu, count, known = rate_target
+            log_lambda = log_mu + out["rate_log_correction"][:n]
+            rate_nll = torch.exp(log_lambda) - count * log_lambda
+            loss = loss + model.config.rate_weight * rate_nll[known].mean()
         if supervised_weight > 0 and bool(labelled.any()):
             # Attacks are rare: weigh positives by the inverse label frequency of the batch.
             y = event_labels[labelled]
@@ -596,11 +663,18 @@ def train_hybrid(
         losses = []
         order = (rng.permutation(len(train_chunks)) if distributed is None
                  else distributed.shard_train_chunks(train_chunks, windows.event_bucket, len(history)))
-        for ci in order:
-            c0, c1 = train_chunks[ci]
-            idx = events_in(c0, c1, train_config.max_events_per_chunk)
-            if len(idx) == 0:
-                continue
+        steps = []
+        while True:
+            for ci in order:
+                c0, c1 = train_chunks[ci]
+                idx = events_in(c0, c1, train_config.max_events_per_chunk)
+                n_steps = max(1, int(np.ceil(len(idx) / train_config.batch_events)))
+                steps.extend((c0, c1, part) for part in np.array_split(rng.permutation(idx), n_steps) if len(part))
+            if len(steps) >= train_config.min_steps_per_epoch or not steps:
+                break
+            order = rng.permutation(order)
+        for c0, c1, idx in steps:
+            idx = np.sort(idx)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, _, _ = _chunk_loss(model, gt, sampler, idx, c0, c1, stage, train_config.supervised_weight)
             optimiser.zero_grad()
@@ -674,14 +748,22 @@ def score_components(
         if len(sel) == 0:
             continue
         batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-        logits, attr_nll, attack_logit = _score_rows(
+        out = _decode_rows(
             model, gt, batch, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
+            log_rate=log_expected_rates(w, sel),
         )
-        parts[sel, 1] = F.softplus(-logits).cpu().numpy()
-        parts[sel, 2] = attr_nll.cpu().numpy()
+        parts[sel, 1] = F.softplus(-out["link_logit"]).cpu().numpy()
+        parts[sel, 2] = (out["flag_surprise"].sum(-1) + out["attribute_excess"].sum(-1)).cpu().numpy()
+        if w.rates is not None:
+            correction = out["rate_log_correction"]
+            correction = 0.0 if correction is None else correction.cpu().numpy().astype(np.float64)
+            parts[sel, 3:3 + len(ASPECTS)] = rate_surprise(w.rates.count[sel], w.rates.total[sel], w.rates.t[sel],
+                                                           correction)
+        else:
+            parts[sel, 3:3 + len(ASPECTS)] = 0.0
         # -log(1 - p(attack)), only when the supervised head was trained (weight stored on the model).
-        parts[sel, 3] = model.supervised_weight.item() * F.softplus(attack_logit).cpu().numpy()
+        parts[sel, -1] = model.supervised_weight.item() * F.softplus(out["attack_logit"]).cpu().numpy()
     return parts[idx]
 
 

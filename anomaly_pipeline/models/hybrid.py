@@ -24,6 +24,7 @@ from anomaly_pipeline.graph import (
     NODE_TYPES,
     RELATIONS,
 )
+from anomaly_pipeline.rates import ASPECTS
 
 EdgeType = tuple[str, str, str]
 
@@ -66,6 +67,13 @@ class HybridConfig:
     decoder_hidden: int = 64
     dropout: float = 0.1
     attribute_weight: float = 0.5  # weight of the attribute likelihood in the training loss
+    # Rate head: from the fused states, time and the filtered rates, a bounded correction (in log
+    # space, at most ``rate_correction_max`` either way) of each aspect's expected count
+    # (``anomaly_pipeline.rates``), so the network can learn office hours and busy servers while a
+    # burst far above its history stays surprising. Off: the filtered mean is the expectation.
+    rate_head: bool = True
+    rate_weight: float = 0.5  # weight of the rate head's Poisson loss in training
+    rate_correction_max: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.hops <= 3:
@@ -204,7 +212,9 @@ class EventDecoder(nn.Module):
       corrupted destinations (temporal link prediction);
     * attribute head: Bernoulli outcome and protocol flags, and independent Student-t
       distributions over the standardised volume and pair-rhythm attributes, given the structure,
-      so a failure, an unusual volume or a machine-like rhythm on a familiar edge is unlikely.
+      so a failure, an unusual volume or a machine-like rhythm on a familiar edge is unlikely;
+    * rate head: a bounded log correction of each aspect's filtered expected count per tick
+      (``anomaly_pipeline.rates``) from the same context, time and those expectations.
 
     Shapes: h_* [B, d], has_ctx [B] bool, rel [B] long, link_x [B, len(LINK_INPUTS)],
     attr_ctx [B, len(ATTRIBUTE_CONTEXT)] -> link logit [B], binary attribute logits [B, Tb],
@@ -232,16 +242,29 @@ class EventDecoder(nn.Module):
             nn.ReLU(),
             nn.Linear(hd, len(BINARY_ATTRIBUTES) + 2 * len(CONTINUOUS_ATTRIBUTES)),
         )
+        self.rate_correction_max = config.rate_correction_max
+        self.rate = nn.Sequential(
+            nn.Linear(3 * d + 8 + len(LINK_INPUTS) + len(ASPECTS), hd),
+            nn.ReLU(),
+            nn.Linear(hd, len(ASPECTS)),
+        )
 
     def forward(
-        self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, link_x: Tensor, attr_ctx: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, link_x: Tensor, attr_ctx: Tensor,
+        log_rate: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """log_rate [B, A]: log1p of each aspect's filtered expected count; returns, last, the
+        rate head's log correction of those expectations [B, A] (None without ``log_rate``)."""
         z = self.context(h_src, h_dst, h_ctx, has_ctx, rel)
         logit = self.link(torch.cat([z, link_x], dim=-1)).squeeze(-1)
         out = self.attribute(torch.cat([z, attr_ctx], dim=-1))
         nb = len(BINARY_ATTRIBUTES)
         mean, log_var = out[:, nb:].chunk(2, dim=-1)
-        return logit, out[:, :nb], mean, log_var.clamp(-3.0, 6.0)
+        correction = None
+        if log_rate is not None:
+            raw = self.rate(torch.cat([z, link_x, log_rate], dim=-1))
+            correction = self.rate_correction_max * torch.tanh(raw / self.rate_correction_max)
+        return logit, out[:, :nb], mean, log_var.clamp(-3.0, 6.0), correction
 
     def context(self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor) -> Tensor:
         """[B, 3d + 8]: source, destination, context (or the learned "no context") and relation."""

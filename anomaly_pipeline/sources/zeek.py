@@ -16,7 +16,9 @@ Mapping (``event_type="network_flow"``): id.orig_h -> src_host, id.resp_h -> dst
 id.resp_p -> dst_port (null for ICMP, where Zeek puts the ICMP code there), proto -> protocol
 (tcp, udp, icmp, else other), orig_bytes / resp_bytes -> bytes_out / bytes_in,
 orig_pkts + resp_pkts -> packets (null only when both are unset), duration -> duration_s,
-ts (epoch seconds, microsecond precision) -> ts. Labels, when the columns exist: ``label``
+ts (epoch seconds, microsecond precision) -> ts, conn_state -> success (``CONN_ESTABLISHED``: the
+handshake completed, True; ``CONN_FAILED``: the attempt went unanswered or was rejected, False;
+midstream or responder-only states such as OTH: null). Labels, when the columns exist: ``label``
 Benign -> 0, Malicious -> 1, anything else (Background, unset) -> null; ``detailedlabel`` /
 ``detailed-label`` -> label_detail. The event id is ``zeek:<uid>`` (Zeek's connection uid),
 or ``zeek:<file name>:<line>`` when the uid is unset; ``raw_ref`` is ``<file name>:<line>``.
@@ -63,6 +65,7 @@ _TYPES: dict[str, pa.DataType] = {
     "id.resp_h": pa.string(),
     "id.resp_p": pa.float64(),
     "proto": common.DICT,
+    "conn_state": common.DICT,
     "duration": pa.float64(),
     "orig_bytes": pa.float64(),
     "resp_bytes": pa.float64(),
@@ -71,6 +74,21 @@ _TYPES: dict[str, pa.DataType] = {
     **dict.fromkeys(LABEL_FIELDS + DETAIL_FIELDS, common.DICT),
 }
 REQUIRED_FIELDS: tuple[str, ...] = ("ts", "id.orig_h", "id.resp_h")
+# Zeek's conn_state as the connection's outcome (Zeek's conn.log documentation): established
+# connections, and attempts that got no answer (S0, SH: SYN then nothing or FIN, RSTOS0: SYN then
+# RST) or were rejected (REJ). Other states (OTH, RSTRH, SHR) saw no SYN from the originator.
+CONN_ESTABLISHED: frozenset[str] = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR"})
+CONN_FAILED: frozenset[str] = frozenset({"S0", "REJ", "RSTOS0", "SH"})
+
+
+def conn_success(state: str) -> bool | None:
+    """True for an established connection, False for an unanswered or rejected attempt, else None."""
+    state = state.strip().upper()
+    if state in CONN_ESTABLISHED:
+        return True
+    if state in CONN_FAILED:
+        return False
+    return None
 _MAX_EPOCH_S = 9.2e9  # datetime64[ns] ends in 2262
 
 
@@ -333,6 +351,8 @@ def _values(columns: dict[str, Any], n: int, reasons: np.ndarray) -> dict[str, A
         "packets": packets,
         "duration_s": num("duration"),
     }
+    if "conn_state" in columns:
+        values["success"] = common.dict_map(columns["conn_state"], conn_success)
     if "uid" in columns:
         # Nulls (unset uid) stay null and fall back to zeek:<file>:<line>.
         values["event_id"] = pc.binary_join_element_wise("zeek:", columns["uid"], "").to_numpy(
@@ -393,6 +413,7 @@ def _json_record(obj: dict[str, Any]) -> tuple[Any, ...]:
         "bytes_in": _json_number(get("resp_bytes"), "resp_bytes"),
         "packets": packets,
         "duration_s": _json_number(get("duration"), "duration"),
+        "success": conn_success(state) if isinstance(state := get("conn_state"), str) else None,
         "label": _label(label_text) if isinstance(label_text, str) else None,
         "label_detail": _json_text(detail),
     }
