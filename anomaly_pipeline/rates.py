@@ -162,14 +162,13 @@ def rate_surprise(count: np.ndarray, total: np.ndarray, t: np.ndarray, log_corre
                   ) -> np.ndarray:
     """One-sided chi-squared surprise of ``count`` against its expectation (per event and aspect).
 
-    With expectation ``mu = exp(log_correction) * total / (t - 1)``: ``(t - 1) (count - mu)^2 / mu``
+    With expectation ``mu = exp(log_correction) * total / (t - 1)``: Pearson's ``(count - mu)^2 / mu``
     where ``count > mu``, else 0; 0 where the aspect has no history yet (its novelty is the link
-    part's business). Without a correction this is MIDAS-F's score with the low side cut off.
+    part's business). Without a correction this is MIDAS-F's score, ``(a + s - a t)^2 / (s (t - 1))``
+    rewritten, with the low side cut off.
     """
     count = np.asarray(count, dtype=np.float64)
     mu = expected_count(total, t) * np.exp(log_correction)
-    steps = np.maximum(np.asarray(t, dtype=np.float64) - 1, 1)
-    steps = steps[:, None] if count.ndim == 2 and steps.ndim == 1 else steps
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = steps * (count - mu) ** 2 / mu
+        z = (count - mu) ** 2 / mu
     return np.where((mu > 0) & (count > mu), z, 0.0)

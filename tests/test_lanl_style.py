@@ -11,7 +11,11 @@ import pandas as pd
 import pytest
 
 from anomaly_pipeline.sources.lanl import load_redteam, read_lanl
-from anomaly_pipeline.sources.lanl_style import REDTEAM_AUTH, generate_lanl_style_auth, read_redteam_lines
+from anomaly_pipeline.sources.lanl_style import (
+    generate_lanl_style_auth,
+    read_redteam_lines,
+    redteam_auth_pool,
+)
 
 REDTEAM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lanl" / "redteam.txt.gz"
 pytestmark = pytest.mark.skipif(not REDTEAM.is_file(), reason=f"real red-team file not found at {REDTEAM}")
@@ -31,6 +35,14 @@ def _lines(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, header=None, names=COLUMNS, dtype=str, keep_default_na=False)
 
 
+def _is_red(lines: pd.DataFrame) -> np.ndarray:
+    """Lines carrying a red-team (time, user, source, destination) tuple."""
+    red = read_redteam_lines(REDTEAM)
+    red_tuples = set(zip(red["time"].astype(str), red["user"], red["src"], red["dst"], strict=True))
+    tuples = pd.Series(list(zip(lines["time"], lines["su"], lines["sc"], lines["dc"], strict=True)))
+    return tuples.isin(red_tuples).to_numpy()
+
+
 def test_redteam_file_is_the_real_one() -> None:
     red = read_redteam_lines(REDTEAM)
     assert len(red) == 749
@@ -43,8 +55,10 @@ def test_redteam_lines_present_and_labelled_by_the_join(generated: tuple[Path, d
     lines = _lines(path)
     assert len(lines) == summary["lines"] == summary["background_lines"] + 749
     red = read_redteam_lines(REDTEAM)
-    is_red = lines[["at", "lt", "o", "r"]].apply(tuple, axis=1) == REDTEAM_AUTH
+    is_red = _is_red(lines)
+    assert is_red.sum() == 749  # the red-team lines and nothing else carry a red-team tuple
     written = lines.loc[is_red & (lines["su"] == lines["du"])]
+    assert len(written) == 749  # destination user = source user
     keys = pd.MultiIndex.from_frame(written[["time", "su", "sc", "dc"]].astype({"time": np.int64}))
     red_keys = pd.MultiIndex.from_frame(red[["time", "user", "src", "dst"]].set_axis(["time", "su", "sc", "dc"], axis=1))
     assert red_keys.isin(keys).all()  # every red-team line is written at its real time
@@ -60,6 +74,27 @@ def test_redteam_lines_present_and_labelled_by_the_join(generated: tuple[Path, d
     assert len(labelled) == 715
     assert (raw.loc[raw["label"] == 1, "label_detail"] == "redteam").all()
     assert raw["label"].notna().all()
+
+
+def test_redteam_auth_fields_follow_the_background_remote_logon_mix(generated: tuple[Path, dict]) -> None:
+    path, summary = generated
+    lines = _lines(path)
+    is_red = _is_red(lines)
+    red, bg = lines.loc[is_red], lines.loc[~is_red]
+    pool = bg.loc[redteam_auth_pool(bg["su"], bg["sc"], bg["dc"], bg["o"], not_to=summary["domain_controllers"])]
+    assert len(pool) >= 1000
+    fields = ["at", "lt", "o", "r"]
+    # Not one constant signature: several auth types and orientations, mostly Success.
+    assert red["at"].nunique() >= 3 and red["o"].nunique() >= 2
+    assert red[fields].drop_duplicates().shape[0] >= 4
+    assert red[fields].value_counts(normalize=True).iloc[0] < 0.8
+    assert (red["r"] == "Success").mean() >= 0.9
+    # Every red-team signature is one the background's remote user logons use, in about their mix.
+    assert set(red[fields].apply(tuple, axis=1)) <= set(pool[fields].apply(tuple, axis=1))
+    for column, value in (("at", "NTLM"), ("at", "Kerberos"), ("at", "Negotiate"), ("o", "TGS"), ("o", "LogOn")):
+        share, expected = (red[column] == value).mean(), (pool[column] == value).mean()
+        assert abs(share - expected) <= 0.05, (column, value, share, expected)
+    assert summary["redteam_auth_types"] == red["at"].value_counts().to_dict()
 
 
 def test_every_redteam_entity_has_background_activity(generated: tuple[Path, dict]) -> None:

@@ -176,6 +176,38 @@ def test_every_campaign_present_and_in_the_test_period(
     assert summary.loc["lateral_movement", "stages"].split(", ")[0] == "initial_access"
 
 
+def _split_of(events: pd.DataFrame) -> np.ndarray:
+    """0 train, 1 validation, 2 test per row: the default time-ordered split, computed as
+    ``build_graph_windows`` does (1 h buckets from the floored first ts, ceil of the fractions)."""
+    from anomaly_pipeline.graph import WindowConfig
+
+    config = WindowConfig()
+    assert config.stride_hours == 1.0 and config.adaptive_events_per_bucket is None
+    ts = events["ts"]
+    bucket = np.floor((ts - ts.min().floor("60min")).dt.total_seconds().to_numpy() / 3600.0).astype(int)
+    n_buckets = int(bucket.max()) + 1
+    train_end = int(np.ceil(n_buckets * config.train_fraction))
+    val_end = int(np.ceil(n_buckets * (config.train_fraction + config.validation_fraction)))
+    return np.where(bucket < train_end, 0, np.where(bucket < val_end, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [replace(DEFAULT, seed=seed) for seed in range(5)] + [SMALL, replace(SMALL, seed=3, days=5)],
+    ids=lambda c: f"seed{c.seed}-users{c.n_users}-days{c.days}",
+)
+def test_test_window_holds_every_campaign_and_none_dominates(config: SyntheticConfig) -> None:
+    events = generate_events(config)
+    split = _split_of(events)
+    test = campaign_summary(events[split == 2]).set_index("campaign")["n_events"]
+    assert set(test.index) == set(CAMPAIGNS), test
+    assert test.max() <= 0.4 * test.sum(), test  # no single campaign dominates the test window
+    assert test.sum() >= 30
+    # Most campaigns also act before the test window: training sees some attacks, unlabelled.
+    earlier = campaign_summary(events[split < 2]).set_index("campaign")["n_events"]
+    assert len(earlier) >= 3 and earlier.sum() < test.sum(), earlier
+
+
 def test_lateral_movement_reaches_hosts_never_touched(default_events: pd.DataFrame) -> None:
     ev = default_events
     lm = _campaign(ev, "lateral_movement")
@@ -201,7 +233,11 @@ def test_password_spray_is_one_host_many_accounts_mostly_failing(default_events:
     assert attempts["src_host"].nunique() == 1 and attempts["dst_host"].nunique() == 1
     assert attempts["user"].nunique() >= 40
     assert (~attempts["success"]).mean() >= 0.9 and 1 <= attempts["success"].sum() <= 3
-    assert attempts["ts"].max() - attempts["ts"].min() <= pd.Timedelta(hours=1)
+    # Low and slow: one password per round, each round within an hour, the rounds days apart
+    # (one before the test window, one in it).
+    rounds = attempts.groupby(attempts["ts"].dt.normalize())["ts"]
+    assert rounds.ngroups == 2 and (rounds.max() - rounds.min() <= pd.Timedelta(hours=1)).all()
+    assert rounds.min().diff().iloc[1] >= pd.Timedelta(days=1)
 
 
 def test_insider_misuse_reads_unusual_servers_at_night(default_events: pd.DataFrame) -> None:
@@ -239,6 +275,9 @@ def test_supply_chain_installs_then_beacons_regularly(default_events: pd.DataFra
     assert beacons["dst_host"].nunique() == 1 and (beacons["bytes_out"] < 1000).all()
     gaps = beacons.groupby("src_host")["ts"].apply(lambda s: s.diff().dt.total_seconds().median())
     assert np.allclose(gaps, DEFAULT.beacon_interval_s, rtol=0.02), gaps
+    # Dormant after the installation, the implant beacons during working hours of the last days.
+    assert beacons["ts"].min() - installs["ts"].max() >= pd.Timedelta(days=2)
+    assert beacons["ts"].dt.hour.between(8, 17).all() and len(beacons) >= 20
     assert SUPPLY_CHAIN_PROCESS not in set(_benign(default_events)["process"].dropna())
 
 

@@ -36,9 +36,17 @@ Background (label 0), time in whole seconds from 0 (LANL style), days 0 .. ``day
 
 Red team (label 1): each of the red-team file's lines (749 in the real file, 715 distinct tuples)
 becomes one auth line at its real time with its user, source and destination computer; the
-destination user is the same user, ``NTLM,Network,LogOn,Success`` (pass-the-hash style lateral
-movement). Background lines that happen to share a red-team (time, user, source, destination)
-tuple are removed, so the adapter labels exactly the written red-team lines.
+destination user is the same user. Its (authentication type, logon type, orientation, outcome)
+is drawn, with the generator's seed, from the background's own remote authentications by user
+accounts (source computer != destination computer, which is not a domain controller like every
+red-team destination here; orientation LogOn, TGS or TGT, the latter only ever to a domain
+controller; ``redteam_auth_pool`` selects them):
+Kerberos / NTLM / Negotiate network logons and Kerberos TGS companions, mostly Success, like the
+red-team lines of the real auth.txt, so that no constant auth field singles the attack lines out
+(the real lines' auth fields are not in the red-team file). With the default mix that is about
+58 % Kerberos TGS, 42 % network logons (Kerberos 75 %, NTLM 15 %, Negotiate 10 % of them), 1-2 %
+failures. Background lines that happen to share a red-team (time, user, source,
+destination) tuple are removed, so the adapter labels exactly the written red-team lines.
 
 Size: about ``(background_users + red-team users) * events_per_user_day * days * 0.8`` human lines
 plus ``computers * machine_events_per_computer_day * days`` machine lines; the defaults (1000
@@ -56,12 +64,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["REDTEAM_AUTH", "generate_lanl_style_auth", "read_redteam_lines"]
+__all__ = ["generate_lanl_style_auth", "read_redteam_lines", "redteam_auth_pool"]
 
 DOMAIN = "DOM1"
 DAY = 86400
-#: auth type, logon type, orientation, result written for every red-team line.
-REDTEAM_AUTH = ("NTLM", "Network", "LogOn", "Success")
+#: Orientations of the background lines red-team auth fields are drawn from (not LogOff, AuthMap).
+REDTEAM_ORIENTATIONS = ("LogOn", "TGS", "TGT")
 _SERVICE_ACCOUNTS = ("SYSTEM", "LOCAL SERVICE", "NETWORK SERVICE")
 
 # Human event kinds: (weight, auth types, auth-type probabilities, logon type, orientation,
@@ -102,6 +110,21 @@ def read_redteam_lines(path: str | Path) -> pd.DataFrame:
         compression="infer",
     )
     return frame
+
+
+def redteam_auth_pool(srcuser: Any, src: Any, dst: Any, orient: Any, not_to: Any = ()) -> np.ndarray:
+    """Which auth lines are remote authentications by a user account: the background lines whose
+    (auth type, logon type, orientation, outcome) the red-team lines are drawn from.
+
+    A user account is ``U<n>@<domain>`` (LANL's users, domain or local); remote means source
+    computer != destination computer; orientation one of ``REDTEAM_ORIENTATIONS``; destination
+    not in ``not_to`` (the generator passes its domain controllers: no red-team destination is
+    one, and a ticket-granting (TGT) line to anything else than a DC would single a line out).
+    """
+    users = pd.Series(np.asarray(srcuser, dtype=object)).str.match(r"U\d+@").to_numpy(dtype=bool)
+    src, dst = np.asarray(src, dtype=object), np.asarray(dst, dtype=object)
+    remote = (src != dst) & ~np.isin(dst, np.asarray(list(not_to), dtype=object))
+    return users & remote & np.isin(np.asarray(orient, dtype=object), REDTEAM_ORIENTATIONS)
 
 
 def _choice(rng: np.random.Generator, n: int, probs: np.ndarray) -> np.ndarray:
@@ -320,6 +343,13 @@ def generate_lanl_style_auth(
             "_red": np.zeros(int(keep.sum()), dtype=np.int8),
         }
     )
+    # Red-team auth fields: those of background remote authentications by user accounts, one
+    # line drawn at random per red-team line (drawn after the background: it stays as it was).
+    dc_names = [computers[i] for i in dc.tolist()]
+    pool = np.flatnonzero(redteam_auth_pool(bg["su"], bg["sc"], bg["dc"], bg["o"], not_to=dc_names))
+    if len(pool) == 0:
+        raise ValueError("the background has no remote user authentications to draw red-team auth fields from")
+    like = bg.iloc[pool[rng.integers(0, len(pool), len(red))]]
     rt = pd.DataFrame(
         {
             "time": red["time"].to_numpy(dtype=np.int64),
@@ -327,10 +357,10 @@ def generate_lanl_style_auth(
             "du": red["user"].to_numpy(dtype=object),
             "sc": red["src"].to_numpy(dtype=object),
             "dc": red["dst"].to_numpy(dtype=object),
-            "at": REDTEAM_AUTH[0],
-            "lt": REDTEAM_AUTH[1],
-            "o": REDTEAM_AUTH[2],
-            "r": REDTEAM_AUTH[3],
+            "at": like["at"].to_numpy(dtype=object),
+            "lt": like["lt"].to_numpy(dtype=object),
+            "o": like["o"].to_numpy(dtype=object),
+            "r": like["r"].to_numpy(dtype=object),
             "_red": np.ones(len(red), dtype=np.int8),
         }
     )
@@ -358,6 +388,7 @@ def generate_lanl_style_auth(
         "redteam_users": len(red_users),
         "computers": n_comp,
         "redteam_computers": len(red_src) + len(red_dst),
+        "redteam_auth_types": {k: int(v) for k, v in rt["at"].value_counts().sort_index().items()},
         "domain_controllers": [computers[i] for i in dc.tolist()],
         "days": n_days,
         "last_time": int(table["time"].max()),

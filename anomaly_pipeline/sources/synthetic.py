@@ -21,16 +21,23 @@
   workstations, an admin maintenance burst (one admin logs on to every server within an hour),
   a software rollout (``agent_update.exe`` appears on most hosts within a day).
 * Attack campaigns (label 1, ``label_detail = "<campaign>:<stage>"``): ``lateral_movement``,
-  ``password_spray``, ``insider_misuse``, ``exfiltration``, ``supply_chain``; each has events in
-  the last 40 % of the period, and lateral movement runs from about the middle to the end.
+  ``password_spray``, ``insider_misuse``, ``exfiltration``, ``supply_chain``. They are placed for
+  the default time-ordered evaluation split (``graph.WindowConfig``: first 60 % of the period
+  train, next 20 % validation, last 20 % test): every campaign acts in the test window and none
+  makes up more than about 35 % of its attack events (default config, any seed), while most
+  campaigns also act earlier, so training sees some attacks (unlabelled): lateral movement runs
+  from about the middle to the end (two thirds of its hops in the test window), the password
+  spray tries one password before the test window and one in it, the insider reads data on one
+  night before and up to two nights in it, the supply-chain implant is installed well before and
+  beacons in the last two days only, the exfiltration happens in the test window.
 * Optional drift (``drift_start_day``): a reorganisation moves users to new workstations
   (``WSN0042``), migrates file/db/app/backup servers to a new range (``SRV2-FILE01``), shifts
   working hours later, changes usual servers and makes flows heavier.
 
 Everything is drawn from ``np.random.default_rng(seed)`` (one child stream per component, so a
 component's draws do not depend on the others), without global state or wall-clock values: the
-same config gives an identical table. The default config yields about 108k events (0.32 % of
-them attacks) in about half a second on a 2-core CPU.
+same config gives an identical table. The default config yields about 108k events (0.25 % of
+them attacks, about 170 of them in the test window) in about half a second on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -66,6 +73,13 @@ SOURCE_NAME = "synthetic"
 
 _DAY_S = 86_400.0
 _HOUR_S = 3_600.0
+# Campaigns are placed for the project's default time-ordered evaluation split (graph.WindowConfig:
+# first 60 % of the period train, next 20 % validation, last 20 % test): every campaign acts in
+# the test window, most also earlier (the model trains on some attack events, unlabelled).
+_EVAL_TEST_START = 0.8
+# Hours (local = UTC) in which the supply-chain implant beacons, like a C2 agent's "working hours"
+# setting (PowerShell Empire's WorkingHours): its traffic hides in the office-hours traffic.
+_BEACON_HOURS = (8.0, 18.0)
 
 # Relative activity of an office worker per local hour 0..23: peak 9-17 h, lunch dip at 12 h,
 # almost nothing at night.
@@ -197,7 +211,7 @@ class SyntheticConfig:
         if self.n_external < 10:
             problems.append("n_external must be >= 10")
         if self.days < 3:
-            problems.append("days must be >= 3 (campaigns are placed in the middle and the last 40 %)")
+            problems.append("days must be >= 3 (campaigns act before and in the last 20 %)")
         if self.events_per_user_day <= 0:
             problems.append("events_per_user_day must be > 0")
         if self.beacon_interval_s < 60:
@@ -421,6 +435,35 @@ class _World:
         )
 
     @property
+    def test_start_s(self) -> float:
+        """Where the default evaluation split's test window starts, in seconds since the start."""
+        return _test_start_s(self.cfg.days)
+
+    def early_business_day(self, fraction: float) -> int:
+        """The weekday nearest to ``fraction`` of the period among the days that end before the
+        test window starts (earlier on ties); the last such day if none is a weekday."""
+        last = max(int(self.test_start_s // _DAY_S) - 1, 0)
+        target = min(max(int(fraction * self.cfg.days), 0), last)
+        return _nearest_weekday(self.is_weekday[: last + 1], target)
+
+    def late_business_day(self, fraction: float) -> int:
+        """The weekday nearest to ``fraction`` of the period among the days that reach into the
+        test window (earlier on ties); the nearest such day if none is a weekday."""
+        first = int(self.test_start_s // _DAY_S)
+        target = min(max(int(fraction * self.cfg.days), first), self.cfg.days - 1)
+        return first + _nearest_weekday(self.is_weekday[first:], target - first)
+
+    def late_business_days(self) -> list[int]:
+        """The weekdays that reach into the test window (all its days if none is a weekday)."""
+        first = int(self.test_start_s // _DAY_S)
+        days = [d for d in range(first, self.cfg.days) if self.is_weekday[d]]
+        return days or list(range(first, self.cfg.days))
+
+    def in_test_window(self, t_s: np.ndarray | float, margin_s: float) -> np.ndarray | float:
+        """``t_s`` moved to at least ``margin_s`` after the test window's start."""
+        return np.maximum(t_s, self.test_start_s + margin_s)
+
+    @property
     def roles(self) -> _Cast:
         """The scenario cast (set once the world is built)."""
         assert self.cast is not None
@@ -612,6 +655,17 @@ def _build_world(rng: np.random.Generator, cfg: SyntheticConfig) -> _World:
         maintenance_admin=int(admins[1]),
     )
     return world
+
+
+def _test_start_s(days: int) -> float:
+    """Start of the test window of the default evaluation split, in seconds since the period start.
+
+    The split is ``graph.WindowConfig``'s default, computed as ``build_graph_windows`` does: 1 h
+    buckets from the first event (about 00:00 on day 0), the first 60 % of the buckets train, the
+    next 20 % validation, the last 20 % test, i.e. the test window starts at bucket
+    ``ceil(0.8 * n_buckets)`` with ``n_buckets = 24 * days``.
+    """
+    return float(np.ceil(round(_EVAL_TEST_START * days * 24, 9))) * _HOUR_S
 
 
 def _nearest_weekday(is_weekday: np.ndarray, target: int) -> int:
@@ -1139,8 +1193,12 @@ def _lateral_movement(rng: np.random.Generator, w: _World, benign: list[_Block])
     victim_idx, admin_idx = w.roles.patient_zero, w.roles.stolen_admin
     victim, ws0 = w.humans[victim_idx], w.workstations[victim_idx]
     account = w.humans[admin_idx]
-    start_day = w.business_day(0.45)
-    days = [int(d) for d in np.flatnonzero(w.is_weekday) if d >= start_day] or [start_day]
+    start_day = w.early_business_day(0.45)
+    # Hops on the business days from the foothold until the test window, then (about two thirds
+    # of them: the push to the objective) on the business days of the test window.
+    test_day0 = int(w.test_start_s // _DAY_S)
+    early_days = [int(d) for d in np.flatnonzero(w.is_weekday) if start_day <= d < test_day0] or [start_day]
+    late_days = w.late_business_days()
     blocks: list[_Block] = []
 
     t0 = start_day * _DAY_S + (10.0 + rng.uniform(0, 1.5)) * _HOUR_S
@@ -1194,13 +1252,21 @@ def _lateral_movement(rng: np.random.Generator, w: _World, benign: list[_Block])
     n_hosts = len(w.humans) + len(w.servers) + len(w.dcs)
     n_targets = int(min(np.clip(round(0.08 * n_hosts), 3, 20), (weight > 0).sum()))
     targets = rng.choice(candidates, n_targets, replace=False, p=weight / weight.sum())
-    # Spread over the business days from the start to the last one; ordinary hours mostly.
-    target_day = np.array(days)[np.round(np.linspace(0, len(days) - 1, n_targets)).astype(int)]
+    # Spread over those days (the last early day always has one, so the campaign has no long
+    # pause before the test window); ordinary hours mostly.
+    n_late = (2 * n_targets + 1) // 3
+
+    def spread(days: list[int], n: int) -> np.ndarray:
+        return np.array(days, dtype=int)[np.round(np.linspace(len(days) - 1, 0, n)[::-1]).astype(int)]
+
+    target_day = np.concatenate([spread(early_days, n_targets - n_late), spread(late_days, n_late)])
     hour = np.where(
         rng.random(n_targets) < 0.9, 9.5 + rng.uniform(0, 8, n_targets), 19 + rng.uniform(0, 3, n_targets)
     )
     t = target_day * _DAY_S + hour * _HOUR_S
     t[target_day == start_day] = np.maximum(t[target_day == start_day], t2 + 1800.0 + rng.uniform(0, 3600))
+    late = np.arange(n_targets) >= n_targets - n_late
+    t[late] = w.in_test_window(t[late], rng.uniform(0.5, 1.5, n_late) * _HOUR_S)
     order = np.argsort(t, kind="stable")
     targets, t = targets[order], t[order]
 
@@ -1255,23 +1321,27 @@ def _lateral_movement(rng: np.random.Generator, w: _World, benign: list[_Block])
 
 
 def _password_spray(rng: np.random.Generator, w: _World) -> list[_Block]:
-    """One host tries two common passwords against many accounts at a DC within ~20 minutes;
-    nearly all fail, a few weak passwords work and are used at once."""
+    """Low and slow: one host tries one common password against many accounts at a DC within a
+    few minutes, then a second password days later (the first round before the test window, the
+    second in it); nearly all fail, a few weak passwords work in the second round and are used
+    at once."""
     c = "password_spray"
-    day = w.business_day(0.7)
+    days = (w.early_business_day(0.7), w.late_business_day(0.9))
     src = w.workstations[w.roles.spray_host]
     dc = w.dcs[int(rng.integers(0, len(w.dcs)))]
-    existing = np.flatnonzero(w.first_day <= day)
+    existing = np.flatnonzero(w.first_day <= days[0])
     n_accounts = int(np.clip(round(0.4 * len(existing)), 6, 60))
     accounts = np.concatenate(
         [w.humans[rng.choice(existing, n_accounts, replace=False)], _SPRAY_EXTRA_ACCOUNTS]
     )
     rng.shuffle(accounts)
-    t0 = day * _DAY_S + (13.0 + rng.uniform(0, 2)) * _HOUR_S
     blocks: list[_Block] = []
     weak = rng.choice(n_accounts, int(np.clip(round(0.05 * n_accounts), 1, 3)), replace=False)
-    for round_ in range(2):
-        t = t0 + round_ * rng.uniform(8, 12) * 60 + np.sort(rng.uniform(0, 6 * 60, len(accounts)))
+    for round_, day in enumerate(days):
+        t0 = day * _DAY_S + (13.0 + rng.uniform(0, 2)) * _HOUR_S
+        if round_ == 1:
+            t0 = float(w.in_test_window(t0, rng.uniform(0.5, 1.5) * _HOUR_S))
+        t = t0 + np.sort(rng.uniform(0, 6 * 60, len(accounts)))
         hit = np.zeros(len(accounts), bool)
         if round_ == 1:
             real = np.flatnonzero(~_isin(accounts, _SPRAY_EXTRA_ACCOUNTS))
@@ -1298,8 +1368,10 @@ def _password_spray(rng: np.random.Generator, w: _World) -> list[_Block]:
 
 
 def _insider_misuse(rng: np.random.Generator, w: _World, benign: list[_Block]) -> list[_Block]:
-    """A regular user's credentials used at 01:00-04:00 on two nights to read bulk data from
-    file/database servers that user never touches in ``benign`` activity."""
+    """A regular user's credentials used at 01:00-04:00 on a night before the test window and on
+    up to two nights in it to read bulk data from file/database servers that user never touches
+    in ``benign`` activity. Where no night of the test window lies in it (short periods whose
+    test window starts after 01:00 on its first day), the last session is late in the evening."""
     c = "insider_misuse"
     h = w.roles.insider
     user, ws = w.humans[h], w.workstations[h]
@@ -1310,11 +1382,14 @@ def _insider_misuse(rng: np.random.Generator, w: _World, benign: list[_Block]) -
         pool = np.concatenate([pool, w.role_servers("APP"), w.role_servers("BKP")])
         fresh = pool[~_isin(pool, usual)]
     n_targets = int(min(np.clip(round(0.1 * w.cfg.n_servers), 2, 4), len(fresh)))
-    nights = sorted({w.business_day(0.65), w.business_day(0.92)})
+    nights = sorted({w.early_business_day(0.65), w.late_business_day(0.85), w.late_business_day(0.95)})
     blocks: list[_Block] = []
     for night in nights:
         targets = rng.choice(fresh, n_targets, replace=False)
-        t = night * _DAY_S + (1.0 + rng.uniform(0, 1.0)) * _HOUR_S
+        start_h = 1.0 + rng.uniform(0, 1.0)
+        if night >= w.test_start_s // _DAY_S and night * _DAY_S + start_h * _HOUR_S < w.test_start_s:
+            start_h = 21.0 + rng.uniform(0, 0.5)  # the test window starts later that day: evening
+        t = night * _DAY_S + start_h * _HOUR_S
         blocks.append(_proc(t + 40.0, user, ws, "robocopy.exe", detail=f"{c}:collection"))
         for target in targets:
             blocks.append(_auth(t, user, ws, target, detail=f"{c}:off_hours_access"))
@@ -1347,8 +1422,8 @@ def _exfiltration(rng: np.random.Generator, w: _World, human_flows: _Block) -> l
     user, ws = w.humans[h], w.workstations[h]
     mine = (human_flows["user"] == user) & (human_flows["event_type"] == "network_flow")
     norm = float(np.median(human_flows["bytes_out"][mine])) if mine.any() else 5e3
-    day = w.business_day(0.88)
-    t0 = day * _DAY_S + (17.5 + rng.uniform(0, 1)) * _HOUR_S
+    day = w.late_business_day(0.88)
+    t0 = float(w.in_test_window(day * _DAY_S + (17.5 + rng.uniform(0, 1)) * _HOUR_S, 0.5 * _HOUR_S))
     n_f = int(np.clip(round(w.cfg.n_users / 15), 4, 10))
     tf = t0 + 20 * 60 + np.sort(rng.uniform(0, 40 * 60, n_f))
     return [
@@ -1370,15 +1445,17 @@ def _exfiltration(rng: np.random.Generator, w: _World, human_flows: _Block) -> l
 
 
 def _supply_chain(rng: np.random.Generator, w: _World) -> list[_Block]:
-    """A trojanised updater appears on a few hosts over one working day, then each beacons to
-    one external endpoint every ``beacon_interval_s`` (small, regular flows) until the end."""
+    """A trojanised updater appears on a few hosts over one working day before the test window,
+    lies dormant (SUNBURST waited about two weeks), and wakes up on some of them in the test
+    window: from then on each beacons to one external endpoint every ``beacon_interval_s``
+    (small, regular flows) during the implant's working hours (``_BEACON_HOURS``)."""
     c = "supply_chain"
     n_hosts_total = len(w.humans) + len(w.servers) + len(w.dcs)
     n_inf = int(np.clip(round(0.025 * n_hosts_total), 3, 6))
     hosts = list(w.workstations[list(w.roles.supply_chain_hosts[: n_inf - 1])]) + [w.role_servers("APP")[0]]
     if n_inf < 4:  # small estates: workstations only
         hosts = list(w.workstations[list(w.roles.supply_chain_hosts[:n_inf])])
-    day = w.business_day(0.8)
+    day = w.early_business_day(0.35)
     t_install = day * _DAY_S + 9 * _HOUR_S + np.sort(rng.uniform(0, 8 * _HOUR_S, len(hosts)))
     blocks = [
         _proc(
@@ -1389,18 +1466,24 @@ def _supply_chain(rng: np.random.Generator, w: _World) -> list[_Block]:
             detail=f"{c}:installation",
         )
     ]
+    # The operators wake the implant on about half of the hosts (the interesting ones) for the
+    # last two days of the period (all of the test window when it is shorter).
+    active = np.sort(rng.choice(len(hosts), max(1, len(hosts) // 2), replace=False))
+    wake_day = max(int(w.test_start_s // _DAY_S), w.cfg.days - 2)
     end = w.cfg.days * _DAY_S
     interval = w.cfg.beacon_interval_s
-    for host, t_i in zip(hosts, t_install, strict=True):
-        first = t_i + rng.uniform(60, 300)
+    lo, hi = _BEACON_HOURS
+    for k in active:
+        first = float(w.in_test_window(wake_day * _DAY_S + (lo + rng.uniform(0, 2)) * _HOUR_S, 0.5 * _HOUR_S))
         n_b = int((end - first) // interval) + 1
         t = first + interval * np.arange(n_b) + rng.normal(0, 0.01 * interval, n_b)
-        t = t[t < end]
+        hour = np.mod(t, _DAY_S) / _HOUR_S
+        t = t[(t < end) & (hour >= lo) & (hour < hi)]
         blocks.append(
             _flow(
                 rng,
                 t,
-                host,
+                hosts[k],
                 _C2_BEACON,
                 443,
                 rng.integers(380, 460, len(t)).astype(float),
