@@ -1,6 +1,6 @@
 """Why did the model score this event as it did? Explanations taken from the model itself.
 
-For each event: the score split into its factors (hour, link, attributes, supervised), the time
+For each event: the score split into its parts (hour, link, attributes, rates, supervised), the time
 steps (past windows) the temporal attention of its source weighed most, the neighbouring edges
 the graph attention (GAT, layer 1) weighed most in the source's most attended window, and plain
 reasons in words ("first logon from u12 to SRV-DB03 in the data so far", "bytes_out 1.2 GB where
@@ -23,7 +23,8 @@ from anomaly_pipeline.graph import (
     GraphWindows,
 )
 from anomaly_pipeline.models.hybrid import HybridGNNLSTM
-from anomaly_pipeline.training import SCORE_PARTS, GraphTensors, _decode_rows
+from anomaly_pipeline.rates import ASPECTS, expected_count
+from anomaly_pipeline.training import SCORE_PARTS, GraphTensors, _decode_rows, decoded_parts, log_expected_rates
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _LOG_UNITS = {"log_bytes_out": "bytes", "log_bytes_in": "bytes", "log_duration_s": "s", "log_pair_gap_s": "s"}
@@ -73,14 +74,8 @@ def explain_events(
         batch = gt.snapshot_embeddings(model, b - L, b)
         rows = (w.event_bucket[[i]], w.event_src[[i]], w.event_dst[[i]], w.event_ctx[[i]], w.event_rel[[i]],
                 w.event_x[[i]].astype(np.float32))
-        dec = _decode_rows(model, gt, batch, *rows)
-        parts = {
-            "hour_surprise": float(-np.log(max(w.event_x[i, _F["src_hour_profile_share"]], 1e-6))),
-            "link_surprise": float(torch.nn.functional.softplus(-dec["link_logit"])[0]),
-            "attribute_surprise": float(dec["flag_nll"].sum() + dec["attribute_nll"].sum()),
-            "supervised_attack": float(model.supervised_weight * torch.nn.functional.softplus(dec["attack_logit"])[0]),
-        }
-        assert tuple(parts) == SCORE_PARTS
+        dec = _decode_rows(model, gt, batch, *rows, log_rate=log_expected_rates(w, np.array([i])))
+        parts = dict(zip(SCORE_PARTS, map(float, decoded_parts(model, w, np.array([i]), dec)[0]), strict=True))
         src, dst = int(w.event_src[i]), int(w.event_dst[i])
         relation = RELATIONS[int(w.event_rel[i])][1]
         event = w.events.iloc[i]
@@ -104,7 +99,7 @@ def explain_events(
                 ts=str(event["ts"]),
                 score=float(sum(parts.values())),
                 parts={k: round(v, 3) for k, v in parts.items()},
-                reasons=_reasons(model, w, i, dec, names[src], names[dst], relation),
+                reasons=_reasons(model, w, i, dec, names[src], names[dst], relation, parts),
                 time_attention=time_attention,
                 neighbours=neighbours,
             )
@@ -158,11 +153,31 @@ def _neighbour_attention(
     return sorted(results, key=lambda r: -r["attention"])[:top_k]
 
 
+_RATE_WORDS = {
+    "edge": "{src} -> {dst}",
+    "source": "events from {src}",
+    "destination": "events to {dst}",
+    "source_relation": "{relation} events from {src}",
+}
+RATE_REASON_MIN = 9.0  # Pearson statistic: a count about 3 standard deviations above its expectation
+
+
 def _reasons(
-    model: HybridGNNLSTM, w: GraphWindows, i: int, dec: dict, src: str, dst: str, relation: str
+    model: HybridGNNLSTM, w: GraphWindows, i: int, dec: dict, src: str, dst: str, relation: str,
+    parts: dict[str, float] | None = None,
 ) -> list[str]:
     x = w.event_x[i]
     reasons = []
+    if parts is not None and w.rates is not None:
+        tick_s = w.rates.state.config.tick_seconds if w.rates.state is not None else 60.0
+        for j, aspect in enumerate(ASPECTS):
+            if parts.get(f"rate_{aspect}", 0.0) >= RATE_REASON_MIN:
+                what = _RATE_WORDS[aspect].format(src=src, dst=dst, relation=relation)
+                expected = float(expected_count(w.rates.total[[i], j], w.rates.t[[i]])[0])
+                reasons.append(
+                    f"burst: {what} at {w.rates.count[i, j]:.0f} in the last {tick_s:.0f} s "
+                    f"(decayed count) where about {expected:.2g} per {tick_s:.0f} s is usual"
+                )
     if x[_F["pair_first_seen"]] == 1:
         reasons.append(f"first {relation} from {src} to {dst} in the data so far")
     if x[_F["dst_first_seen"]] == 1:
@@ -176,8 +191,14 @@ def _reasons(
             f"{src} is rarely active between {start:02d}:00 and {start + width:02d}:00 "
             f"({share:.1%} of its earlier activity)"
         )
+    if x[_F["src_first_seen"]] == 1:
+        reasons.append(f"first event from {src} in the data so far")
+    if x[_F["service_first_seen"]] == 1 and x[_F["pair_first_seen"]] != 1:
+        port = w.events["dst_port"].iloc[i]
+        reasons.append(f"first use of port {port} on {dst}")
     if x[_F["auth_failed"]] == 1:
-        reasons.append("authentication failed")
+        reasons.append("connection not established" if w.events["event_type"].iloc[i] != "auth"
+                       else "authentication failed")
     nll = dec["attribute_nll"][0].cpu().numpy()
     mean = dec["attribute_mean"][0].cpu().numpy()
     mu = model.event_mean.cpu().numpy()

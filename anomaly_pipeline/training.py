@@ -724,6 +724,24 @@ def train_hybrid(
     return model, history
 
 
+def decoded_parts(model: HybridGNNLSTM, windows: GraphWindows, sel: np.ndarray, out: dict[str, Tensor]) -> np.ndarray:
+    """[len(sel), len(SCORE_PARTS)]: every score part (nats) of events ``sel`` from the model's
+    decoded outputs ``out`` (``_decode_rows`` with ``log_rate=log_expected_rates(windows, sel)``)."""
+    w = windows
+    parts = np.zeros((len(sel), len(SCORE_PARTS)))
+    parts[:, 0] = -np.log(w.event_x[sel, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
+    parts[:, 1] = F.softplus(-out["link_logit"]).cpu().numpy()
+    parts[:, 2] = (out["flag_surprise"].sum(-1) + out["attribute_excess"].sum(-1)).cpu().numpy()
+    if w.rates is not None:
+        correction = out["rate_log_correction"]
+        correction = 0.0 if correction is None else correction.cpu().numpy().astype(np.float64)
+        parts[:, 3:3 + len(ASPECTS)] = rate_surprise(w.rates.count[sel], w.rates.total[sel], w.rates.t[sel],
+                                                     correction)
+    # -log(1 - p(attack)), only when the supervised head was trained (weight stored on the model).
+    parts[:, -1] = model.supervised_weight.item() * F.softplus(out["attack_logit"]).cpu().numpy()
+    return parts
+
+
 @torch.no_grad()
 def score_components(
     model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24
@@ -753,17 +771,7 @@ def score_components(
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
             log_rate=log_expected_rates(w, sel),
         )
-        parts[sel, 1] = F.softplus(-out["link_logit"]).cpu().numpy()
-        parts[sel, 2] = (out["flag_surprise"].sum(-1) + out["attribute_excess"].sum(-1)).cpu().numpy()
-        if w.rates is not None:
-            correction = out["rate_log_correction"]
-            correction = 0.0 if correction is None else correction.cpu().numpy().astype(np.float64)
-            parts[sel, 3:3 + len(ASPECTS)] = rate_surprise(w.rates.count[sel], w.rates.total[sel], w.rates.t[sel],
-                                                           correction)
-        else:
-            parts[sel, 3:3 + len(ASPECTS)] = 0.0
-        # -log(1 - p(attack)), only when the supervised head was trained (weight stored on the model).
-        parts[sel, -1] = model.supervised_weight.item() * F.softplus(out["attack_logit"]).cpu().numpy()
+        parts[sel, 1:] = decoded_parts(model, w, sel, out)[:, 1:]
     return parts[idx]
 
 
@@ -782,6 +790,8 @@ __all__ = [
     "TrainConfig",
     "message_passing_relations",
     "SCORE_PARTS",
+    "decoded_parts",
+    "log_expected_rates",
     "score_components",
     "score_events",
     "train_hybrid",

@@ -75,8 +75,8 @@ def test_supervised_head_joins_the_score_only_when_trained(small_windows):
     unsupervised, _ = train_hybrid(small_windows, MODEL, cfg)
     supervised, _ = train_hybrid(small_windows, MODEL, TrainConfig(**{**cfg.__dict__, "supervised_weight": 1.0}))
     idx = small_windows.split_index("test")
-    assert np.allclose(score_components(unsupervised, small_windows, idx)[:, 3], 0.0)
-    part = score_components(supervised, small_windows, idx)[:, 3]
+    assert np.allclose(score_components(unsupervised, small_windows, idx)[:, -1], 0.0)
+    part = score_components(supervised, small_windows, idx)[:, -1]
     assert (part > 0).all() and np.isfinite(part).all()
 
 

@@ -38,18 +38,26 @@ def test_scores_are_finite_and_sum_of_parts(trained, small_windows):
     assert parts.shape == (len(idx), len(SCORE_PARTS))
     assert np.isfinite(scores).all()
     assert 0 < predict(det, small_windows, idx).mean() < 0.2
-    # tail_sum: each part's mid-rank CDF among validation values, summed (plus a tiny tie-break).
+    # fisher: each part's upper-tail probability among validation values, -log summed.
     val_parts = score_components(det.model, small_windows, small_windows.split_index("validation"))
+    v, t = np.log1p(np.clip(val_parts, 0, None)), np.log1p(np.clip(parts, 0, None))
+    inside = np.ones(len(idx), dtype=bool)
     expected = np.zeros(len(idx))
     for j in range(parts.shape[1]):
-        if val_parts[:, j].max() > val_parts[:, j].min():
-            expected += (val_parts[:, j][None, :] < parts[:, j][:, None]).mean(axis=1)
-    np.testing.assert_allclose(scores, expected, atol=0.01)  # 1,001 quantiles stand for the validation values
-    assert scores.max() <= 3 + 1e-3  # three non-constant parts (the supervised head is off)
-    fisher = HybridDetector(combination="fisher")
-    fisher.model, fisher.part_quantiles_ = det.model, det.part_quantiles_
-    f_scores = fisher.decision_function(small_windows, idx)
-    assert (f_scores >= 0).all() and np.corrcoef(f_scores, scores)[0, 1] > 0.5
+        if v[:, j].max() > v[:, j].min():
+            expected += -np.log((v[:, j][None, :] >= t[:, j][:, None]).mean(axis=1).clip(1e-12))
+            inside &= t[:, j] <= det.tail_start_[j]  # below the exponential tail: empirical p-values
+    assert inside.sum() > 10
+    np.testing.assert_allclose(scores[inside], expected[inside], atol=0.05, rtol=0.05)
+    # Beyond the validation maximum the score keeps rising instead of tying.
+    p = det.part_pvalues(np.array([[0, 0, 0, 1e3, 0, 0, 0, 0], [0, 0, 0, 1e5, 0, 0, 0, 0]], dtype=float))
+    assert p[1, 3] < p[0, 3] < 1.0 / len(val_parts)
+    tail_sum = HybridDetector(combination="tail_sum")
+    tail_sum.model, tail_sum.part_quantiles_ = det.model, det.part_quantiles_
+    tail_sum.tail_start_, tail_sum.tail_scale_ = det.tail_start_, det.tail_scale_
+    ts_scores = tail_sum.decision_function(small_windows, idx)
+    rank = np.corrcoef(np.argsort(np.argsort(ts_scores)), np.argsort(np.argsort(scores)))[0, 1]
+    assert (ts_scores >= 0).all() and rank > 0.5  # the two combinations order events alike
     surprisal = HybridDetector(combination="surprisal")
     surprisal.model = det.model
     np.testing.assert_allclose(surprisal.decision_function(small_windows, idx), parts.sum(axis=1), rtol=1e-5)

@@ -59,7 +59,15 @@ def test_windows_overlap_and_features_are_causal():
     w = build_graph_windows(_events(rows), WindowConfig(stride_hours=1, window_hours=2, history=2))
     # First-seen is causal: the first u1 -> SRV1 logon is new, the second is not, SRV2 is new again.
     assert w.event_x[:, F["pair_first_seen"]].tolist() == [1.0, 0.0, 1.0, 1.0]
-    assert w.event_x[1, F["log_pair_prior_count"]] == pytest.approx(np.log1p(1))
+    # Source novelty (logons act as user u1, the flow as host WS1: a different source node), and the
+    # hour profile counts completed days only (all four on one day).
+    assert w.event_x[:, F["src_first_seen"]].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert w.event_x[:, F["src_hour_profile_share"]].tolist() == pytest.approx([1 / 8] * 4)
+    # Rates: every event has a count per aspect; the second u1 -> SRV1 logon is 90 minutes later,
+    # so its edge count is itself plus the first one's, decayed over 90 one-minute ticks.
+    assert w.rates.count.shape == (4, 4) and (w.rates.count >= 1).all()
+    assert w.rates.count[1, 0] == pytest.approx(1.0, abs=1e-6)
+    assert w.rates.total[1, 0] == pytest.approx(1.0)  # the first logon's tick merged into the history
     assert w.event_x[2, F["auth_failed"]] == 1.0
     # The flow goes to a public address: an external node on a host -> external relation.
     assert w.nodes.set_index("name").loc["198.51.100.7", "node_type"] == "external"
@@ -83,3 +91,24 @@ def test_adaptive_windows_size_the_stride_by_event_density(small_events):
     assert sparse.config.stride_hours == pytest.approx(4 * dense.config.stride_hours, rel=0.1)
     # The window keeps its multiple of the stride (default 2x: 50% overlap).
     assert dense.config.window_hours == pytest.approx(2 * dense.config.stride_hours)
+
+
+def test_hour_profile_counts_earlier_days_and_burst_rates_stand_out():
+    t0 = pd.Timestamp("2026-01-05 09:00", tz="UTC")
+    rows = [{"ts": t0 + pd.Timedelta(days=d, minutes=m), "event_type": "auth", "user": "u1", "src_host": "WS1",
+             "dst_host": "SRV1", "success": True} for d in range(3) for m in (0, 30)]
+    # A burst of 50 logons from u1 to SRV1 within one minute on day 3, at 21:00.
+    rows += [{"ts": t0 + pd.Timedelta(days=3, hours=12, seconds=s), "event_type": "auth", "user": "u1",
+              "src_host": "WS1", "dst_host": "SRV1", "success": True} for s in range(50)]
+    w = build_graph_windows(_events(rows), WindowConfig(stride_hours=1, window_hours=2, history=2,
+                                                        coarse_stride_hours=None))
+    share = w.event_x[:, F["src_hour_profile_share"]]
+    # Day 0: no earlier day. Day 2, 09:xx: 4 earlier events, all in the 09-12 bin: (4 + 1) / (4 + 8).
+    assert share[0] == pytest.approx(1 / 8) and share[4] == pytest.approx(5 / 12)
+    # The burst's own events never make its hour familiar: all 50 see 6 earlier-day events, none at 21h.
+    assert np.allclose(share[6:], 1 / 14)
+    from anomaly_pipeline.rates import rate_surprise
+
+    z = rate_surprise(w.rates.count, w.rates.total, w.rates.t)
+    assert z[-1, 0] > 100 * max(z[:6, 0].max(), 1.0)  # the 50th logon of the minute is a burst
+    assert (z[6:, 0][1:] >= z[6:, 0][:-1] - 1e-9).all()  # and it grows with the burst
