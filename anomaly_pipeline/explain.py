@@ -159,7 +159,7 @@ _RATE_WORDS = {
     "destination": "events to {dst}",
     "source_relation": "{relation} events from {src}",
 }
-RATE_REASON_MIN = 9.0  # Pearson statistic: a count about 3 standard deviations above its expectation
+RATE_REASON_MIN = 9.0  # nats: a count with a Poisson tail probability below about 1e-4
 
 
 def _reasons(
@@ -169,14 +169,16 @@ def _reasons(
     x = w.event_x[i]
     reasons = []
     if parts is not None and w.rates is not None:
-        tick_s = w.rates.state.config.tick_seconds if w.rates.state is not None else 60.0
+        ticks = w.rates.state.config.tick_seconds if w.rates.state is not None else (60.0,)
+        expected = expected_count(w.rates.total[i], w.rates.t[i])  # [S, A]
         for j, aspect in enumerate(ASPECTS):
             if parts.get(f"rate_{aspect}", 0.0) >= RATE_REASON_MIN:
                 what = _RATE_WORDS[aspect].format(src=src, dst=dst, relation=relation)
-                expected = float(expected_count(w.rates.total[[i], j], w.rates.t[[i]])[0])
+                scale = int(np.argmax(w.rates.count[i, :, j] / np.maximum(expected[:, j], 1e-9)))
+                tick = _human(float(ticks[scale]), "s")
                 reasons.append(
-                    f"burst: {what} at {w.rates.count[i, j]:.0f} in the last {tick_s:.0f} s "
-                    f"(decayed count) where about {expected:.2g} per {tick_s:.0f} s is usual"
+                    f"burst: {what} at {w.rates.count[i, scale, j]:.0f} per {tick} (decayed count) where about "
+                    f"{expected[scale, j]:.2g} per {tick} is usual"
                 )
     if x[_F["pair_first_seen"]] == 1:
         reasons.append(f"first {relation} from {src} to {dst} in the data so far")

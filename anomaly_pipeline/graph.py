@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from anomaly_pipeline.rates import RateConfig, RateState, node_hash
+from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState, node_hash
 
 NODE_TYPES: tuple[str, ...] = ("user", "host", "process", "external")
 
@@ -225,8 +225,9 @@ class CoarseSnapshots:
 
 @dataclass
 class EventRates:
-    """Rate state of every event (``anomaly_pipeline.rates``): ``count`` and ``total`` [n, A]
-    float32 (A aspects), ``t`` [n] the tick number, ``state`` the sketches after the last event."""
+    """Rate state of every event (``anomaly_pipeline.rates``): ``count`` and ``total`` [n, S, A]
+    float32 (S time scales, A aspects), ``t`` [n, S] the tick numbers, ``state`` the sketches
+    after the last event."""
 
     count: np.ndarray
     total: np.ndarray
@@ -271,7 +272,7 @@ class GraphWindows:
     split: np.ndarray  # 0 train, 1 validation, 2 test
     meta: dict = field(default_factory=dict)
     coarse: CoarseSnapshots | None = None  # the second time scale (multi-scale windows)
-    # Per event and aspect (``rates.ASPECTS``): decayed current count, filtered total, tick number.
+    # Per event, time scale and aspect (``rates.ASPECTS``): decayed current count, filtered total, tick.
     rates: EventRates | None = None
     # Per event, the code of its service (destination port and protocol; -1 for none), for the
     # service novelty of corrupted negatives.
@@ -434,9 +435,10 @@ def epoch_seconds(ts: pd.Series) -> np.ndarray:
     return ts.astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
 
 
-def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, config: RateConfig | None = None,
-                state: RateState | None = None, chunk: int = 1_000_000) -> EventRates:
-    """Rate state of each scored edge (``anomaly_pipeline.rates``), fed in chunks of ``chunk``
+def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, failed: np.ndarray,
+                config: RateConfig | None = None, state: RateState | None = None, chunk: int = 1_000_000) -> EventRates:
+    """Rate state of each scored edge (``anomaly_pipeline.rates``; ``failed`` 1 where the event
+    failed), fed in chunks of ``chunk``
     events so memory stays bounded; ``state`` continues an earlier stream (streaming)."""
     state = state if state is not None else RateState(config or RateConfig())
     src = node_hash(edges["src_type"].astype(str) + ":" + edges["src"].astype(str))
@@ -444,12 +446,15 @@ def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, config: Rat
     seconds = epoch_seconds(ts)
     counts, totals, ticks = [], [], []
     for lo in range(0, len(src), chunk):
-        c, tot, t = state.update(src[lo:lo + chunk], dst[lo:lo + chunk], rel[lo:lo + chunk], seconds[lo:lo + chunk])
+        c, tot, t = state.update(src[lo:lo + chunk], dst[lo:lo + chunk], rel[lo:lo + chunk], seconds[lo:lo + chunk],
+                                 failed[lo:lo + chunk])
         counts.append(c)
         totals.append(tot)
         ticks.append(t)
     if not counts:
-        return EventRates(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), state)
+        shape = (0, len(state.scales), len(ASPECTS))
+        return EventRates(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape[:2], np.float32),
+                          state)
     return EventRates(np.concatenate(counts), np.concatenate(totals), np.concatenate(ticks), state)
 
 
@@ -575,7 +580,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     assert event_x.shape[1] == len(EVENT_FEATURES)
 
     # Rate state per aspect (edge, source, destination, source x relation), by typed node name.
-    rates = event_rates(edges, rel, events["ts"], rate_config)
+    rates = event_rates(edges, rel, events["ts"], auth_failed, rate_config)
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
     shared = {

@@ -4,7 +4,7 @@ Attacks in real telemetry are often floods, scans and bursts. A detector that on
 familiarity ("how often did this source talk to this destination before?") learns a flood as
 normal within minutes, because the flood's own events make the counts. This module keeps, for
 every event and each of its ``ASPECTS`` (the edge, its source, its destination and the source
-within the event's relation), two numbers:
+within the event's relation and outcome), two numbers:
 
 * ``count``: the aspect's events in the current tick (``tick_seconds``, one minute by default),
   including this event, plus the earlier ticks' counts decayed by ``alpha`` per tick (MIDAS-R's
@@ -20,8 +20,8 @@ micro-batches and get exactly the numbers a batch run over the same events gets.
 
 The expected count of an aspect in a tick is its filtered mean ``total / (t - 1)`` (``t`` the
 tick number since the state started); the detector's rate head may correct that expectation from
-the graph and sequence context (office hours, busy servers). ``rate_surprise`` is MIDAS's
-chi-squared statistic made one-sided: only a count *above* its expectation is surprising.
+the graph and sequence context (office hours, busy servers). ``rate_surprise`` is one-sided: only
+a count *above* its expectation is surprising, by its Poisson tail.
 """
 
 from __future__ import annotations
@@ -33,15 +33,19 @@ import pandas as pd
 
 
 ASPECTS: tuple[str, ...] = ("edge", "source", "destination", "source_relation")
+# source_relation is keyed by (source, relation, outcome): a source's failed logons or unanswered
+# connections in one relation are their own aspect, so a spray or a scan is a burst of failures
+# even from a source whose successful traffic is busy.
 
 
 @dataclass(frozen=True)
 class RateConfig:
-    """Tick length (seconds), sketch shape, decay of the current count per tick, and the
+    """Tick lengths (seconds; one sketch set per time scale; default one minute: an hour scale
+    next to it measured worse on development data, see docs/RESULTS.md), sketch shape, decay of the current count per tick, and the
     chi-squared score at or above which a tick is kept out of an aspect's history (MIDAS-F's
     defaults: 2 rows, alpha 0.5, threshold 1000)."""
 
-    tick_seconds: float = 60.0
+    tick_seconds: tuple[float, ...] = (60.0,)
     rows: int = 2
     buckets: int = 4099
     alpha: float = 0.5
@@ -49,8 +53,8 @@ class RateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.tick_seconds <= 0:
-            raise ValueError(f"tick_seconds must be > 0, got {self.tick_seconds}")
+        if not self.tick_seconds or min(self.tick_seconds) <= 0:
+            raise ValueError(f"tick_seconds must be one or more lengths > 0, got {self.tick_seconds}")
         if not 0 <= self.alpha < 1:
             raise ValueError(f"alpha must lie in [0, 1), got {self.alpha}")
 
@@ -63,14 +67,37 @@ def node_hash(names: pd.Series | np.ndarray) -> np.ndarray:
 
 
 class RateState:
-    """The sketches of every aspect and where the stream stands (see the module docstring).
+    """The sketches of every aspect at every time scale (see the module docstring).
 
-    ``update`` takes the next events in time order and returns, per event, ``count`` [n, A],
-    ``total`` [n, A] (A = len(ASPECTS)) and the tick number ``t`` [n]; call it on the whole stream
-    at once or on consecutive pieces: the results are the same.
+    ``update`` takes the next events in time order and returns, per event, ``count`` [n, S, A],
+    ``total`` [n, S, A] (S = len(config.tick_seconds) scales, A = len(ASPECTS)) and the tick
+    number ``t`` [n, S]; call it on the whole stream at once or on consecutive pieces: the
+    results are the same.
     """
 
     def __init__(self, config: RateConfig = RateConfig()) -> None:
+        self.config = config
+        self.scales = [_ScaleState(config, tick) for tick in config.tick_seconds]
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(scale.memory_bytes for scale in self.scales)
+
+    def update(
+        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray, failed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Add events (node ids from ``node_hash``, relation index, epoch seconds, whether the
+        event failed; time order)."""
+        outs = [scale.update(src, dst, rel, seconds, failed) for scale in self.scales]
+        return (np.stack([o[0] for o in outs], axis=1), np.stack([o[1] for o in outs], axis=1),
+                np.stack([o[2] for o in outs], axis=1))
+
+
+class _ScaleState:
+    """One time scale's sketches and tick."""
+
+    def __init__(self, config: RateConfig, tick_seconds: float) -> None:
+        self.tick_seconds = float(tick_seconds)
         from anomaly_pipeline.baselines.midas import CountMinSketch, glibc_rand  # the package imports graph
 
         self.config = config
@@ -91,13 +118,14 @@ class RateState:
         """Tick number of each time (seconds since the epoch), counted from 1 at the first event."""
         if self.origin_s is None:
             self.origin_s = float(seconds[0])
-        return np.floor((np.asarray(seconds, dtype=float) - self.origin_s) / self.config.tick_seconds).astype(
+        return np.floor((np.asarray(seconds, dtype=float) - self.origin_s) / self.tick_seconds).astype(
             np.int64) + 1
 
     def update(
-        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray
+        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray, failed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Add events (node ids from ``node_hash``, relation index, epoch seconds; time order)."""
+        """Add events (node ids from ``node_hash``, relation index, epoch seconds, whether the
+        event failed; time order)."""
         from anomaly_pipeline.baselines.midas import _chi2_score_filtering, _row_min, _tick_runs
 
         n = len(src)
@@ -112,7 +140,8 @@ class RateState:
         starts[0] = running[0] > self.tick
         starts[1:] = running[1:] > running[:-1]
         local_tick = np.cumsum(starts)  # distinct ticks within this call
-        keys = [(src, dst), (src, 0), (dst, 0), (src, rel + 1)]
+        outcome = np.zeros(n, np.int64) if failed is None else (np.asarray(failed) > 0).astype(np.int64)
+        keys = [(src, dst), (src, 0), (dst, 0), (src, (rel + 1) * 2 + outcome)]
         width = A * rows
         flat = np.empty((n, width), dtype=np.int64)
         within = np.empty((n, width), dtype=np.float32)
@@ -153,22 +182,33 @@ class RateState:
 def expected_count(total: np.ndarray, t: np.ndarray) -> np.ndarray:
     """An aspect's filtered mean count per tick, ``total / (t - 1)`` (0 before any history)."""
     t = np.asarray(t, dtype=np.float64)
-    t = t[:, None] if np.ndim(total) == 2 and np.ndim(t) == 1 else t
+    t = t[..., None] if np.ndim(total) == np.ndim(t) + 1 else t
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(t > 1, np.asarray(total, dtype=np.float64) / np.maximum(t - 1, 1), 0.0)
 
 
 def rate_surprise(count: np.ndarray, total: np.ndarray, t: np.ndarray, log_correction: np.ndarray | float = 0.0
                   ) -> np.ndarray:
-    """One-sided chi-squared surprise of ``count`` against its expectation (per event and aspect).
+    """One-sided surprise (nats) of ``count`` against its expectation, per event and aspect.
 
-    With expectation ``mu = exp(log_correction) * total / (t - 1)``: Pearson's ``(count - mu)^2 / mu``
-    where ``count > mu``, else 0; 0 where the aspect has no history yet (its novelty is the link
-    part's business). Without a correction this is MIDAS-F's score, ``(a + s - a t)^2 / (s (t - 1))``
-    rewritten, with the low side cut off.
+    With expectation ``mu = exp(log_correction) * total / (t - 1)``: ``-log P(X >= count)`` for
+    ``X ~ Poisson(mu)`` where ``count > mu``, else 0; 0 where the aspect has no history yet (its
+    novelty is the link part's business). A Poisson tail, not MIDAS's chi-squared statistic
+    ``(count - mu)^2 / mu``: the chi-squared one calls two events in a minute on a rarely used
+    edge (mu ~ 1e-4) a burst ten thousand times stronger than expected, and ranks that above a
+    real flood of a thousand; the tail grows like ``count * log(count / mu)``, so size counts.
     """
+    from scipy.special import gammainc, gammaln
+
     count = np.asarray(count, dtype=np.float64)
     mu = expected_count(total, t) * np.exp(log_correction)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (count - mu) ** 2 / mu
-    return np.where((mu > 0) & (count > mu), z, 0.0)
+    above = (mu > 0) & (count > mu)
+    a = np.where(above, count, 1.0)
+    m = np.where(above, mu, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        tail = gammainc(a, m)  # P(X >= a) for X ~ Poisson(m) (regularised lower incomplete gamma)
+        exact = -np.log(tail)
+        # Far in the tail the function underflows: the point mass at a, its leading term, instead.
+        leading = gammaln(a + 1) + m - a * np.log(m)
+    surprise = np.where(np.isfinite(exact) & (tail > 1e-250), exact, leading)
+    return np.where(above, np.maximum(surprise, 0.0), 0.0)

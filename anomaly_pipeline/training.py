@@ -435,11 +435,12 @@ def _score_rows(*args, **kwargs) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def log_expected_rates(windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
-    """[len(idx), A]: log1p of each aspect's filtered expected count, the rate head's input."""
+    """[len(idx), S * A]: log1p of each aspect's filtered expected count at each time scale, the
+    rate head's input."""
     r = windows.rates
     if r is None:
         return np.zeros((len(idx), len(ASPECTS)), np.float32)
-    return np.log1p(expected_count(r.total[idx], r.t[idx])).astype(np.float32)
+    return np.log1p(expected_count(r.total[idx], r.t[idx])).reshape(len(idx), -1).astype(np.float32)
 
 
 STUDENT_T_DOF = 4.0
@@ -517,7 +518,7 @@ def _chunk_loss(
         if rate_target is not None and bool(rate_target[2].any()):
             # Poisson likelihood of each aspect's observed count under the corrected expectation.
             log_mu, count, known = rate_target
-            log_lambda = log_mu + out["rate_log_correction"][:n]
+            log_lambda = log_mu + out["rate_log_correction"][:n, None, :]
             rate_nll = torch.exp(log_lambda) - count * log_lambda
             loss = loss + model.config.rate_weight * rate_nll[known].mean()
         if supervised_weight > 0 and bool(labelled.any()):
@@ -591,7 +592,8 @@ def train_hybrid(
     device = train_config.resolved_device()
     # The model's horizons follow the data's windows; without a coarse scale it is single-scale.
     horizons = {"history": windows.config.history, "coarse_history": windows.config.coarse_history,
-                "multi_scale": model_config.multi_scale and windows.coarse is not None}
+                "multi_scale": model_config.multi_scale and windows.coarse is not None,
+                "rate_scales": windows.rates.count.shape[1] if windows.rates is not None else model_config.rate_scales}
     if any(getattr(model_config, k) != v for k, v in horizons.items()):
         model_config = HybridConfig(**{**model_config.to_dict(), **horizons})
     model = HybridGNNLSTM(model_config).to(device)
@@ -734,9 +736,10 @@ def decoded_parts(model: HybridGNNLSTM, windows: GraphWindows, sel: np.ndarray, 
     parts[:, 2] = (out["flag_surprise"].sum(-1) + out["attribute_excess"].sum(-1)).cpu().numpy()
     if w.rates is not None:
         correction = out["rate_log_correction"]
-        correction = 0.0 if correction is None else correction.cpu().numpy().astype(np.float64)
+        correction = 0.0 if correction is None else correction.cpu().numpy().astype(np.float64)[:, None, :]
+        # The strongest burst over the time scales, per aspect.
         parts[:, 3:3 + len(ASPECTS)] = rate_surprise(w.rates.count[sel], w.rates.total[sel], w.rates.t[sel],
-                                                     correction)
+                                                     correction).max(axis=1)
     # -log(1 - p(attack)), only when the supervised head was trained (weight stored on the model).
     parts[:, -1] = model.supervised_weight.item() * F.softplus(out["attack_logit"]).cpu().numpy()
     return parts

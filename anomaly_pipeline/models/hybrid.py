@@ -72,6 +72,7 @@ class HybridConfig:
     # (``anomaly_pipeline.rates``), so the network can learn office hours and busy servers while a
     # burst far above its history stays surprising. Off: the filtered mean is the expectation.
     rate_head: bool = True
+    rate_scales: int = 1  # time scales of the rate state (set from the data's windows in training)
     rate_weight: float = 0.5  # weight of the rate head's Poisson loss in training
     rate_correction_max: float = 2.0
 
@@ -244,7 +245,7 @@ class EventDecoder(nn.Module):
         )
         self.rate_correction_max = config.rate_correction_max
         self.rate = nn.Sequential(
-            nn.Linear(3 * d + 8 + len(LINK_INPUTS) + len(ASPECTS), hd),
+            nn.Linear(3 * d + 8 + len(LINK_INPUTS) + config.rate_scales * len(ASPECTS), hd),
             nn.ReLU(),
             nn.Linear(hd, len(ASPECTS)),
         )
@@ -253,8 +254,9 @@ class EventDecoder(nn.Module):
         self, h_src: Tensor, h_dst: Tensor, h_ctx: Tensor, has_ctx: Tensor, rel: Tensor, link_x: Tensor, attr_ctx: Tensor,
         log_rate: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-        """log_rate [B, A]: log1p of each aspect's filtered expected count; returns, last, the
-        rate head's log correction of those expectations [B, A] (None without ``log_rate``)."""
+        """log_rate [B, S * A]: log1p of each aspect's filtered expected count at each time scale;
+        returns, last, the rate head's log correction of each aspect's expectations [B, A] (the
+        same at every scale; None without ``log_rate``)."""
         z = self.context(h_src, h_dst, h_ctx, has_ctx, rel)
         logit = self.link(torch.cat([z, link_x], dim=-1)).squeeze(-1)
         out = self.attribute(torch.cat([z, attr_ctx], dim=-1))
