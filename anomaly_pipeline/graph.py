@@ -435,19 +435,22 @@ def epoch_seconds(ts: pd.Series) -> np.ndarray:
     return ts.astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
 
 
-def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, failed: np.ndarray,
+def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, failed: np.ndarray, novel: np.ndarray,
                 config: RateConfig | None = None, state: RateState | None = None, chunk: int = 1_000_000) -> EventRates:
     """Rate state of each scored edge (``anomaly_pipeline.rates``; ``failed`` 1 where the event
-    failed), fed in chunks of ``chunk``
+    failed, ``novel`` 1 where its edge was never seen before), fed in chunks of ``chunk``
     events so memory stays bounded; ``state`` continues an earlier stream (streaming)."""
     state = state if state is not None else RateState(config or RateConfig())
     src = node_hash(edges["src_type"].astype(str) + ":" + edges["src"].astype(str))
     dst = node_hash(edges["dst_type"].astype(str) + ":" + edges["dst"].astype(str))
+    # The acting host: where a logon came from (its context host), else the source.
+    from_host = (edges["relation"].to_numpy() == "logs_on") & edges["ctx"].notna().to_numpy()
+    actor = np.where(from_host, node_hash(edges["ctx_type"].astype(str) + ":" + edges["ctx"].astype(str)), src)
     seconds = epoch_seconds(ts)
     counts, totals, ticks = [], [], []
     for lo in range(0, len(src), chunk):
         c, tot, t = state.update(src[lo:lo + chunk], dst[lo:lo + chunk], rel[lo:lo + chunk], seconds[lo:lo + chunk],
-                                 failed[lo:lo + chunk])
+                                 failed[lo:lo + chunk], actor[lo:lo + chunk], novel[lo:lo + chunk])
         counts.append(c)
         totals.append(tot)
         ticks.append(t)
@@ -580,7 +583,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     assert event_x.shape[1] == len(EVENT_FEATURES)
 
     # Rate state per aspect (edge, source, destination, source x relation), by typed node name.
-    rates = event_rates(edges, rel, events["ts"], auth_failed, rate_config)
+    rates = event_rates(edges, rel, events["ts"], auth_failed, (pair_prior == 0).astype(np.int8), rate_config)
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
     shared = {

@@ -33,9 +33,11 @@ import pandas as pd
 
 
 ASPECTS: tuple[str, ...] = ("edge", "source", "destination", "source_relation")
-# source_relation is keyed by (source, relation, outcome): a source's failed logons or unanswered
-# connections in one relation are their own aspect, so a spray or a scan is a burst of failures
-# even from a source whose successful traffic is busy.
+# source_relation is keyed by (acting host, relation, outcome, novelty): the acting host is the
+# machine a logon came from (its context node) and the source otherwise, so a password spray from
+# one host over many accounts is one burst; failed logons or unanswered connections, and events on
+# never-seen edges, are their own cells, so a spray, a scan or a sweep to new peers is a burst of
+# failures or of novelty even from a host whose other traffic is busy.
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,13 @@ class RateState:
         return sum(scale.memory_bytes for scale in self.scales)
 
     def update(
-        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray, failed: np.ndarray | None = None
+        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray, failed: np.ndarray | None = None,
+        actor: np.ndarray | None = None, novel: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Add events (node ids from ``node_hash``, relation index, epoch seconds, whether the
-        event failed; time order)."""
-        outs = [scale.update(src, dst, rel, seconds, failed) for scale in self.scales]
+        event failed, the acting host's node id (default: the source), whether the edge was never
+        seen before; time order)."""
+        outs = [scale.update(src, dst, rel, seconds, failed, actor, novel) for scale in self.scales]
         return (np.stack([o[0] for o in outs], axis=1), np.stack([o[1] for o in outs], axis=1),
                 np.stack([o[2] for o in outs], axis=1))
 
@@ -122,10 +126,9 @@ class _ScaleState:
             np.int64) + 1
 
     def update(
-        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray, failed: np.ndarray | None = None
+        self, src: np.ndarray, dst: np.ndarray, rel: np.ndarray, seconds: np.ndarray, failed: np.ndarray | None = None,
+        actor: np.ndarray | None = None, novel: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Add events (node ids from ``node_hash``, relation index, epoch seconds, whether the
-        event failed; time order)."""
         from anomaly_pipeline.baselines.midas import _chi2_score_filtering, _row_min, _tick_runs
 
         n = len(src)
@@ -141,7 +144,9 @@ class _ScaleState:
         starts[1:] = running[1:] > running[:-1]
         local_tick = np.cumsum(starts)  # distinct ticks within this call
         outcome = np.zeros(n, np.int64) if failed is None else (np.asarray(failed) > 0).astype(np.int64)
-        keys = [(src, dst), (src, 0), (dst, 0), (src, (rel + 1) * 2 + outcome)]
+        actor = src if actor is None else np.asarray(actor, dtype=np.int64)
+        new = np.zeros(n, np.int64) if novel is None else (np.asarray(novel) > 0).astype(np.int64)
+        keys = [(src, dst), (src, 0), (dst, 0), (actor, (rel + 1) * 4 + outcome * 2 + new)]
         width = A * rows
         flat = np.empty((n, width), dtype=np.int64)
         within = np.empty((n, width), dtype=np.float32)
