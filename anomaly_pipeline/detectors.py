@@ -169,7 +169,7 @@ class HybridDetector:
             empirical = 1.0 - np.searchsorted(q, x, "left") / len(q)  # share of reference values >= x
             u, beta = self.tail_start_[j], self.tail_scale_[j]
             share = 1.0 - np.searchsorted(q, u, "left") / len(q)
-            tail = share * np.exp(-(x - u) / beta)
+            tail = share * np.exp(-np.maximum(x - u, 0.0) / beta)
             out[:, j] = np.where(x > u, np.minimum(tail, empirical), empirical)
         return np.clip(out, 1e-300, 1.0)
 

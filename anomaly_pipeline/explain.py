@@ -24,7 +24,13 @@ from anomaly_pipeline.graph import (
 )
 from anomaly_pipeline.models.hybrid import HybridGNNLSTM
 from anomaly_pipeline.rates import ASPECTS, expected_count
-from anomaly_pipeline.training import SCORE_PARTS, GraphTensors, _decode_rows, decoded_parts, log_expected_rates
+from anomaly_pipeline.training import (
+    SCORE_PARTS,
+    GraphTensors,
+    _decode_rows,
+    decoded_parts,
+    log_expected_rates,
+)
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _LOG_UNITS = {"log_bytes_out": "bytes", "log_bytes_in": "bytes", "log_duration_s": "s", "log_pair_gap_s": "s"}

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-
 ASPECTS: tuple[str, ...] = ("edge", "source", "destination", "source_relation")
 # source_relation is keyed by (acting host, relation, outcome, novelty): the acting host is the
 # machine a logon came from (its context node) and the source otherwise, so a password spray from

@@ -38,8 +38,8 @@ from anomaly_pipeline.graph import (
     UPPER_SIDED,
     GraphWindows,
 )
-from anomaly_pipeline.rates import ASPECTS, expected_count, rate_surprise
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM, message_passing_relations
+from anomaly_pipeline.rates import ASPECTS, expected_count, rate_surprise
 from anomaly_pipeline.sampling import normalise_edge_counts, sample_edges
 
 if TYPE_CHECKING:

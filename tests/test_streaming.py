@@ -70,14 +70,73 @@ def test_incremental_state_equals_batch_recomputation_after_evictions():
     assert state.evicted_total > 0.8 * len(events)
     assert len(streamed) == len(batch) == len(events)
     np.testing.assert_allclose(streamed.reindex(batch.index).to_numpy(), batch.to_numpy(), rtol=1e-5, atol=1e-4)
-    # The features, too: the last state's windows equal the batch windows on the same events
-    # (past the buffer's first hour: the trailing-hour counts of the oldest rows reach back into
-    # evicted events, and those rows are never scored again).
+    # The features, too: the last state's windows equal the batch windows on the same events, every
+    # buffered row (first-seen pair, source and service, the daily-causal hour profile, the pair
+    # rhythm and prior means are all patched from the memory).
     last = state.windows
     pos = pd.Index(batch_windows.events["event_id"]).get_indexer(last.events["event_id"])
-    settled = (last.events["ts"] >= last.events["ts"].min() + pd.Timedelta(hours=1)).to_numpy()
-    assert settled.sum() > 100
-    np.testing.assert_allclose(last.event_x[settled], batch_windows.event_x[pos][settled], rtol=1e-5, atol=1e-5)
+    assert (pos >= 0).all() and len(pos) > 100
+    np.testing.assert_allclose(last.event_x, batch_windows.event_x[pos], rtol=1e-5, atol=1e-5)
+
+
+def _stream_rates(events: pd.DataFrame, state: StreamState, size: int) -> dict[str, np.ndarray]:
+    """count, total and t of every new event as streamed, in the order of ``events``."""
+    got: dict[str, dict[str, np.ndarray]] = {"count": {}, "total": {}, "t": {}}
+    for lo in range(0, len(events), size):
+        step = state.advance(events.iloc[lo : lo + size].copy())
+        ids = step.windows.events["event_id"].astype(str).to_numpy()[step.new_positions]
+        for name in got:
+            values = getattr(step.windows.rates, name)[step.new_positions]
+            got[name].update(zip(ids, values, strict=True))
+    order = events["event_id"].astype(str)
+    return {name: np.stack([d[i] for i in order]) for name, d in got.items()}
+
+
+@pytest.mark.parametrize("size", [250, 977])
+def test_streamed_rates_of_new_events_equal_a_batch_run(size: int):
+    """One rate state carried across micro-batches: each new event's count, total and tick are the
+    batch's, though most of the stream was evicted and micro-batches split ticks."""
+    events = stream_events()
+    state = StreamState(StreamConfig(window=STREAM_WINDOW))
+    streamed = _stream_rates(events, state, size)
+    batch = build_graph_windows(events, STREAM_WINDOW)
+    pos = pd.Index(batch.events["event_id"].astype(str)).get_indexer(events["event_id"].astype(str))
+    assert (pos >= 0).all() and state.evicted_total > 0.8 * len(events)
+    for name in ("count", "total", "t"):
+        np.testing.assert_allclose(streamed[name], getattr(batch.rates, name)[pos], rtol=1e-6, atol=1e-6,
+                                   err_msg=name)
+    # The ticks count from the stream's first event, not the buffer's: a rebuild over the buffer
+    # alone would restart them.
+    assert streamed["t"].max() == batch.rates.t.max() > 10 * 60 * StreamConfig(window=STREAM_WINDOW).horizon_buckets
+    assert state.windows.rates.state is state.rate_state
+
+
+def test_daily_hour_profile_counts_evicted_events_on_later_days_only():
+    """Events evicted from the buffer on the current UTC day do not count for that day's hour
+    profile share, but do on the next day; new sources and services are first seen once."""
+    from anomaly_pipeline.graph import EVENT_FEATURES
+
+    base = stream_events().iloc[:1].copy()
+    day0 = pd.Timestamp("2026-03-02T01:00:00Z")
+    times = [day0, day0 + pd.Timedelta(hours=1), day0 + pd.Timedelta(hours=12), day0 + pd.Timedelta(hours=24),
+             day0 + pd.Timedelta(hours=25)]
+    events = pd.concat([base] * len(times), ignore_index=True)
+    events["ts"] = pd.Series(times)
+    events["event_id"] = [f"e{i}" for i in range(len(times))]
+    state = StreamState(StreamConfig(window=STREAM_WINDOW))
+    f = {name: i for i, name in enumerate(EVENT_FEATURES)}
+    rows = {}
+    for i in range(len(times)):
+        step = state.advance(events.iloc[[i]].copy())
+        [p] = step.new_positions
+        rows[i] = step.windows.event_x[p]
+    batch = build_graph_windows(events, STREAM_WINDOW)
+    assert state.evicted_total >= 2  # the day-0 events at 01:00 and 02:00 left the buffer by 13:00
+    share = [float(rows[i][f["src_hour_profile_share"]]) for i in range(len(times))]
+    # Day 0: no completed day yet (1 / 8); day 1: three earlier events, one in the 00-03 bin.
+    np.testing.assert_allclose(share, [1 / 8, 1 / 8, 1 / 8, 3 / 11, 3 / 11], rtol=1e-6)
+    np.testing.assert_allclose(np.stack([rows[i] for i in range(len(times))]), batch.event_x, rtol=1e-5, atol=1e-5)
+    assert [rows[i][f["src_first_seen"]] for i in range(len(times))] == [1, 0, 0, 0, 0]
 
 
 def test_without_history_memory_the_buffer_alone_would_differ():

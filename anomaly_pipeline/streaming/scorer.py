@@ -305,7 +305,7 @@ class StreamScorer:
                 "score": float(scores[i]),
                 "threshold": self.threshold,
                 "calibrated_tail": None if calibrated is None else float(calibrated[j]),
-                "score_parts": {k: round(float(v), 4) for k, v in zip(SCORE_PARTS, parts[i], strict=False)},
+                "score_parts": {k: round(float(v), 4) for k, v in zip(SCORE_PARTS, parts[i], strict=True)},
                 "event": event_summary(row),
                 "reasons": feature_reasons(w, pos, self.stream_config.memory_days),
                 "time_attention": [],
@@ -407,8 +407,9 @@ def event_summary(row: pd.Series) -> dict[str, Any]:
 
 
 def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
-    """Plain reasons read off the event's features alone (no model pass): first-seen pair and
-    destination, a rare hour for the source, a failed logon."""
+    """Plain reasons read off the event's features alone (no model pass): first-seen pair,
+    destination, source and service, a rare hour for the source on earlier days, a failed logon
+    or an unanswered connection."""
     from anomaly_pipeline.graph import EVENT_FEATURES, HOUR_BINS, RELATIONS
 
     f = {name: i for i, name in enumerate(EVENT_FEATURES)}
@@ -426,7 +427,12 @@ def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
         width = 24 // HOUR_BINS
         start = w.events["ts"].iloc[pos].hour // width * width
         reasons.append(f"{src} is rarely active between {start:02d}:00 and {start + width:02d}:00 "
-                       f"({share:.1%} of its earlier activity)")
+                       f"({share:.1%} of its activity on earlier days)")
+    if x[f["src_first_seen"]] == 1:
+        reasons.append(f"first event from {src} in {memory_days:g} days")
+    if x[f["service_first_seen"]] == 1 and x[f["pair_first_seen"]] != 1:
+        reasons.append(f"first use of port {w.events['dst_port'].iloc[pos]} on {dst} in {memory_days:g} days")
     if x[f["auth_failed"]] == 1:
-        reasons.append("authentication failed")
+        reasons.append("authentication failed" if w.events["event_type"].iloc[pos] == "auth"
+                       else "connection not established")
     return reasons

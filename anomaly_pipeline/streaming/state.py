@@ -8,12 +8,19 @@ Two parts:
   buckets that fell out of the horizon are evicted, and ``graph.build_graph_windows`` runs over
   what is left, so the features are the model's own, not a re-implementation.
 * ``HistoryMemory`` keeps what the evicted events leave behind that the features still need:
-  per pair, context pair, source, destination and node, the count of earlier events, the last
-  two times a pair was seen, running sums of its volumes and a node's hour-of-day counts, each
-  with its last-seen time, dropped ``memory_days`` after it was last seen. It patches the
-  cumulative features (first-seen, prior counts, pair rhythm, prior means, hour profiles) of the
-  buffer's windows so that they equal a batch run over the whole stream (as long as no key
-  expired), while memory stays bounded by the number of keys active in ``memory_days``.
+  per pair, context pair, source, destination, service (destination, port, protocol) and node,
+  the count of earlier events, the last two times a pair was seen, running sums of its volumes,
+  a node's hour-of-day counts and, per source and per (source, 3-hour bin), its events on
+  completed UTC days, each with its last-seen time, dropped ``memory_days`` after it was last
+  seen. It patches the cumulative features (first-seen, pair rhythm, prior means, the daily-causal
+  hour profile share, node hour profiles) of the buffer's windows so that they equal a batch run
+  over the whole stream (as long as no key expired), while memory stays bounded by the number of
+  keys active in ``memory_days``.
+* One ``rates.RateState`` for the whole stream: each micro-batch continues it with the new events
+  only (the first event the stream ever saw sets its tick origin, as in a batch run), and their
+  rate values replace the buffer-local ones in the rebuilt windows. Only the new events' rates are
+  stream-exact; the older buffer rows keep the rebuild's buffer-local values and are never scored
+  again.
 """
 
 from __future__ import annotations
@@ -30,11 +37,15 @@ from anomaly_pipeline.graph import (
     HOUR_BINS,
     NO_PREVIOUS_GAP_S,
     NODE_FEATURES,
+    RELATIONS,
     GraphWindows,
     WindowConfig,
     _group_cumcount,
+    _prior_days_count,
     build_graph_windows,
+    event_rates,
 )
+from anomaly_pipeline.rates import RateConfig, RateState
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _N = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -48,14 +59,17 @@ class StreamConfig:
     """How much of the past the streaming state keeps.
 
     ``lookback_buckets``: extra fine buckets kept beyond what the model looks at (0 is enough
-    for the model's features: the trailing-hour counts need one bucket, which the history holds).
+    for the model's features: every cumulative one is patched from the history memory).
     ``memory_days``: how long a pair, node or account is remembered after it was last seen (the
     first-seen look-back: "first logon from A to B in 30 days").
+    ``rate``: the rate state's configuration (``rates.RateConfig``; the one the model's windows
+    were built with, the default unless stated otherwise).
     """
 
     window: WindowConfig
     lookback_buckets: int = 0
     memory_days: float = 30.0
+    rate: RateConfig = RateConfig()
 
     def __post_init__(self) -> None:
         if self.window.adaptive_events_per_bucket:
@@ -87,6 +101,11 @@ def _epoch_s(ts: pd.Series) -> np.ndarray:
     return ts.astype("int64").to_numpy() / 1e9 if len(ts) else np.zeros(0)
 
 
+def _utc_day(t: np.ndarray) -> np.ndarray:
+    """UTC day number of epoch seconds (``graph.build_graph_windows``'s ``day``)."""
+    return np.floor(t / 86400.0).astype(np.int64)
+
+
 @dataclass
 class _Keys:
     """Name-based keys of the events of a window set (node ids change between rebuilds)."""
@@ -96,6 +115,7 @@ class _Keys:
     src: np.ndarray
     dst: np.ndarray
     src_hour: np.ndarray
+    service: np.ndarray  # destination, port and protocol by name; "" where the port is null
     nodes: np.ndarray  # key per node id
 
 
@@ -109,13 +129,21 @@ def _keys_of(windows: GraphWindows, rows: np.ndarray | None = None) -> _Keys:
     sel = slice(None) if rows is None else rows
     src, dst, ctx = nk[windows.event_src[sel]], nk[windows.event_dst[sel]], windows.event_ctx[sel]
     ctx_key = np.where(ctx >= 0, nk[np.maximum(ctx, 0)], "").astype(object)
-    hour_bin = (windows.events["ts"].iloc[sel].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(str)
+    ev = windows.events.iloc[sel]
+    hour_bin = (ev["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(str)
+    # The service by name: graph's code ((port + 1) * 8 + protocol code) numbers protocols in order
+    # of appearance within one build, which differs between the buffer and the whole stream.
+    port = ev["dst_port"].astype("Int64")
+    protocol = ev["protocol"].astype("string").fillna("").to_numpy(dtype=object)
+    port_text = port.astype("string").fillna("").to_numpy(dtype=object)
+    service = np.where(port.notna().to_numpy(), dst + _SEP_PAIR + port_text + _SEP_PAIR + protocol, "").astype(object)
     return _Keys(
         pair=src + _SEP_PAIR + dst,
         ctx_pair=np.where(ctx >= 0, ctx_key + _SEP_PAIR + dst, "").astype(object),
         src=src,
         dst=dst,
         src_hour=src + _SEP_PAIR + hour_bin.astype(object),
+        service=service,
         nodes=nk,
     )
 
@@ -128,12 +156,20 @@ class HistoryMemory:
     pairs: pd.DataFrame = field(default_factory=lambda: _empty(["count", "last", "prev", "bo", "bi", "du", "seen"]))
     sources: pd.DataFrame = field(default_factory=lambda: _empty(["count", "bo", "bi", "du", "seen"]))
     counts: dict[str, pd.DataFrame] = field(
-        default_factory=lambda: {k: _empty(["count", "seen"]) for k in ("ctx_pair", "dst", "src_hour")}
+        default_factory=lambda: {k: _empty(["count", "seen"]) for k in ("ctx_pair", "dst", "service")}
+    )
+    # Per source ("src") and per (source, hour bin) ("src_hour"): events on days before the last
+    # remembered day ("done"), that day ("last_day") and its events ("last_count"). Every evicted
+    # event is older than the buffer, so the last day's events count for a buffered event of a
+    # later day only (the hour profile share counts completed days).
+    daily: dict[str, pd.DataFrame] = field(
+        default_factory=lambda: {k: _empty(["done", "last_day", "last_count", "seen"]) for k in ("src", "src_hour")}
     )
     node_hours: pd.DataFrame = field(default_factory=lambda: _empty([*map(str, range(HOUR_BINS)), "seen"]))
 
     def n_keys(self) -> int:
-        return len(self.pairs) + len(self.sources) + sum(map(len, self.counts.values())) + len(self.node_hours)
+        return (len(self.pairs) + len(self.sources) + sum(map(len, self.counts.values()))
+                + sum(map(len, self.daily.values())) + len(self.node_hours))
 
     def absorb(self, windows: GraphWindows, rows: np.ndarray) -> None:
         """Add the events ``rows`` of ``windows`` (about to be evicted, all older than the rest)."""
@@ -168,12 +204,35 @@ class HistoryMemory:
         for col in ("count", "bo", "bi", "du"):
             add[col] = add[col] + old[col].fillna(0.0)
         self.sources = _upsert(self.sources, add)
-        for name, arr in (("ctx_pair", keys.ctx_pair), ("dst", keys.dst), ("src_hour", keys.src_hour)):
+        for name, arr in (("ctx_pair", keys.ctx_pair), ("dst", keys.dst), ("service", keys.service)):
             frame = pd.DataFrame({"k": arr, "t": t})
             frame = frame[frame["k"] != ""]
             add = frame.groupby("k", sort=False).agg(count=("t", "size"), seen=("t", "max"))
             add["count"] = add["count"] + self.counts[name]["count"].reindex(add.index).fillna(0.0)
             self.counts[name] = _upsert(self.counts[name], add)
+        # Events per source and per (source, hour bin) by UTC day, for the daily-causal hour profile.
+        day = _utc_day(t).astype(float)
+        for name, arr in (("src", keys.src), ("src_hour", keys.src_hour)):
+            table = self.daily[name]
+            frame = pd.DataFrame({"k": arr, "d": day, "c": 1.0})
+            old = table.reindex(pd.unique(arr)).dropna(subset=["last_day"])
+            if len(old):
+                k = old.index.to_numpy(dtype=object)
+                frame = pd.concat([
+                    frame,
+                    pd.DataFrame({"k": k, "d": old["last_day"].to_numpy(), "c": old["last_count"].to_numpy()}),
+                    pd.DataFrame({"k": k, "d": -np.inf, "c": old["done"].to_numpy()}),
+                ], ignore_index=True)
+            last_day = frame.groupby("k", sort=False)["d"].transform("max")
+            on_last = (frame["d"] == last_day).to_numpy()
+            c = frame["c"].to_numpy()
+            add = pd.DataFrame({
+                "done": pd.Series(np.where(on_last, 0.0, c)).groupby(frame["k"].to_numpy(), sort=False).sum(),
+                "last_day": frame.groupby("k", sort=False)["d"].max(),
+                "last_count": pd.Series(np.where(on_last, c, 0.0)).groupby(frame["k"].to_numpy(), sort=False).sum(),
+            })
+            add["seen"] = pd.Series(t).groupby(arr, sort=False).max()
+            self.daily[name] = _upsert(table, add)
         # Node hour-of-day counts over every role an event gives a node (source, destination, context).
         hb = (ev["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
         role_nodes = np.concatenate([windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]])
@@ -195,11 +254,20 @@ class HistoryMemory:
             keep = table["seen"] >= cutoff
             dropped += int((~keep).sum())
             setattr(self, attr, table[keep])
-        for name, table in self.counts.items():
-            keep = table["seen"] >= cutoff
-            dropped += int((~keep).sum())
-            self.counts[name] = table[keep]
+        for tables in (self.counts, self.daily):
+            for name, table in tables.items():
+                keep = table["seen"] >= cutoff
+                dropped += int((~keep).sum())
+                tables[name] = table[keep]
         return dropped
+
+    def _prior_days(self, name: str, keys: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Remembered events of ``keys`` on UTC days before ``day`` (all of them are older than
+        the buffer, so at most the last remembered day can be ``day`` itself)."""
+        mem = self.daily[name].reindex(keys)
+        last = mem["last_day"].to_numpy(dtype=float)
+        on_earlier = np.where(last < day, mem["last_count"].to_numpy(dtype=float), 0.0)
+        return np.nan_to_num(mem["done"].to_numpy(dtype=float)) + np.nan_to_num(on_earlier)
 
     def patch(self, windows: GraphWindows) -> None:
         """Rewrite the cumulative features of ``windows`` (built over the buffer only) in place
@@ -215,7 +283,6 @@ class HistoryMemory:
         pair_buf = _group_cumcount(pair_code)
         pair_total = pair_buf + mem_pair["count"].fillna(0.0).to_numpy()
         x[:, _F["pair_first_seen"]] = (pair_total == 0).astype(np.float32)
-        x[:, _F["log_pair_prior_count"]] = np.log1p(pair_total)
         ctx = w.event_ctx
         ctx_code = np.where(ctx >= 0, ctx * w.n_nodes + w.event_dst, -1 - np.arange(n))
         ctx_total = _group_cumcount(ctx_code) + self.counts["ctx_pair"]["count"].reindex(keys.ctx_pair).fillna(0.0).to_numpy()
@@ -224,12 +291,20 @@ class HistoryMemory:
         x[:, _F["dst_first_seen"]] = (dst_total == 0).astype(np.float32)
         mem_src = self.sources.reindex(keys.src)
         src_total = _group_cumcount(w.event_src) + mem_src["count"].fillna(0.0).to_numpy()
-        x[:, _F["log_src_prior_count"]] = np.log1p(src_total)
-        hour_bin = (w.events["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
-        src_hour_total = _group_cumcount(w.event_src * HOUR_BINS + hour_bin) + (
-            self.counts["src_hour"]["count"].reindex(keys.src_hour).fillna(0.0).to_numpy()
+        x[:, _F["src_first_seen"]] = (src_total == 0).astype(np.float32)
+        has_service = keys.service != ""
+        service_code = pd.factorize(keys.service)[0]
+        service_total = _group_cumcount(np.where(has_service, service_code, -1 - np.arange(n))) + (
+            self.counts["service"]["count"].reindex(keys.service).fillna(0.0).to_numpy()
         )
-        x[:, _F["src_hour_profile_share"]] = (src_hour_total + 1.0) / (src_total + HOUR_BINS)
+        x[:, _F["service_first_seen"]] = (has_service & (service_total == 0)).astype(np.float32)
+        # Hour profile share over completed UTC days: the buffer's earlier days plus the memory's.
+        hour_bin = (w.events["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
+        day = _utc_day(t)
+        src_days = _prior_days_count(w.event_src, day) + self._prior_days("src", keys.src, day)
+        src_hour_days = _prior_days_count(w.event_src * HOUR_BINS + hour_bin, day) + self._prior_days(
+            "src_hour", keys.src_hour, day)
+        x[:, _F["src_hour_profile_share"]] = (src_hour_days + 1.0) / (src_days + HOUR_BINS)
 
         # Pair rhythm: the earlier times of a pair are the remembered ones, then the buffer's.
         series = pd.Series(t)
@@ -331,6 +406,8 @@ class StreamState:
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
         self.memory = HistoryMemory(config.memory_days)
+        # One rate state for the whole stream, continued by each micro-batch's new events.
+        self.rate_state = RateState(config.rate)
         self._frames: deque[pd.DataFrame] = deque()
         self._seq = 0
         self._keep_from: int | None = None  # absolute fine bucket: earlier ones were evicted
@@ -377,14 +454,42 @@ class StreamState:
         evicted = self._evict(keep_from)
         self._frames.append(events)
         buffer = self.buffer
-        windows = build_graph_windows(buffer, self.config.window)
+        windows = build_graph_windows(buffer, self.config.window, self.config.rate)
         self.memory.patch(windows)
         self.windows = windows
         seq = windows.events[SEQ].to_numpy()
         order = np.argsort(seq, kind="stable")
         pos = order[np.searchsorted(seq[order], events[SEQ].to_numpy()).clip(max=len(seq) - 1)]
         found = seq[pos] == events[SEQ].to_numpy()
+        self._continue_rates(windows, pos[found])
         return StepResult(windows, pos[found], late, evicted, int((~found).sum()))
+
+    def _continue_rates(self, windows: GraphWindows, positions: np.ndarray) -> None:
+        """Feed the new events (at ``positions`` of ``windows``, features already patched) to the
+        stream's rate state in time order and write their rates into ``windows.rates``."""
+        rows = np.sort(positions)
+        if windows.rates is None or len(rows) == 0:
+            return
+        names = windows.nodes["name"].astype("string").to_numpy(dtype=object)
+        types = windows.nodes["node_type"].astype(str).to_numpy(dtype=object)
+        src, dst, ctx = windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]
+        has_ctx = ctx >= 0
+        safe_ctx = np.maximum(ctx, 0)
+        edges = pd.DataFrame({
+            "src": names[src], "src_type": types[src], "dst": names[dst], "dst_type": types[dst],
+            "relation": np.array([r[1] for r in RELATIONS], dtype=object)[windows.event_rel[rows]],
+            "ctx": pd.Series(np.where(has_ctx, names[safe_ctx], None), dtype="string"),
+            "ctx_type": np.where(has_ctx, types[safe_ctx], ""),
+        })
+        x = windows.event_x[rows]
+        # As in a batch run: the failure flag and the edge's novelty over the whole stream (the
+        # first-seen feature, already patched from the memory).
+        new = event_rates(edges, windows.event_rel[rows], windows.events["ts"].iloc[rows].reset_index(drop=True),
+                          x[:, _F["auth_failed"]], (x[:, _F["pair_first_seen"]] > 0).astype(np.int8),
+                          state=self.rate_state)
+        rates = windows.rates
+        rates.count[rows], rates.total[rows], rates.t[rows] = new.count, new.total, new.t
+        rates.state = self.rate_state
 
     def _evict(self, keep_from: int) -> int:
         """Drop buffered events of buckets before ``keep_from``; remember what they leave behind."""
