@@ -155,23 +155,28 @@ class HybridDetector:
         self.tail_scale_ = np.maximum(scale, 1e-3)
         return self
 
-    def part_pvalues(self, parts: np.ndarray) -> np.ndarray:
-        """[n, parts]: each part's upper-tail probability among the reference values (see
-        ``COMBINATIONS``); 1 for a part that is constant on the reference events."""
+    def part_log_pvalues(self, parts: np.ndarray) -> np.ndarray:
+        """[n, parts]: log of each part's upper-tail probability among the reference values (see
+        ``COMBINATIONS``), in log space so that nothing underflows or ties far beyond the
+        reference; 0 for a part that is constant on the reference events."""
         if self.part_quantiles_ is None or self.tail_start_ is None:
             raise RuntimeError("HybridDetector: fit() before part_pvalues()")
         values = np.log1p(np.clip(np.nan_to_num(np.asarray(parts, dtype=float)), 0.0, None))
-        out = np.ones(values.shape)
+        out = np.zeros(values.shape)
         for j, q in enumerate(self.part_quantiles_):
             if q[-1] <= q[0]:
                 continue  # constant on the reference (the supervised head when it was not trained)
             x = values[:, j]
-            empirical = 1.0 - np.searchsorted(q, x, "left") / len(q)  # share of reference values >= x
             u, beta = self.tail_start_[j], self.tail_scale_[j]
-            share = 1.0 - np.searchsorted(q, u, "left") / len(q)
-            tail = share * np.exp(-np.maximum(x - u, 0.0) / beta)
-            out[:, j] = np.where(x > u, np.minimum(tail, empirical), empirical)
-        return np.clip(out, 1e-300, 1.0)
+            share = max(1.0 - np.searchsorted(q, u, "left") / len(q), 0.5 / len(q))
+            # Share of reference values >= x below the tail start, the exponential tail beyond it.
+            empirical = np.maximum(1.0 - np.searchsorted(q, x, "left") / len(q), share)
+            out[:, j] = np.where(x > u, np.log(share) - (x - u) / beta, np.log(empirical))
+        return out
+
+    def part_pvalues(self, parts: np.ndarray) -> np.ndarray:
+        """``exp(part_log_pvalues)``: probabilities (far tails underflow to 0 here, not there)."""
+        return np.exp(self.part_log_pvalues(parts))
 
     def combine(self, parts: np.ndarray) -> np.ndarray:
         """One score per row of ``parts`` ([n, len(SCORE_PARTS)] nats), higher = stranger."""
@@ -179,10 +184,10 @@ class HybridDetector:
         if self.combination == "surprisal" or self.part_quantiles_ is None:
             return parts.sum(axis=1)
         tie_break = TIE_BREAK * np.log1p(np.clip(parts, 0.0, None)).sum(axis=1)
-        p = self.part_pvalues(parts)
+        log_p = self.part_log_pvalues(parts)
         if self.combination == "fisher":
-            return -np.log(p).sum(axis=1) + tie_break
-        return (1.0 - p).sum(axis=1) + tie_break
+            return -log_p.sum(axis=1) + tie_break
+        return (1.0 - np.exp(log_p)).sum(axis=1) + tie_break
 
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
         if self.model is None:

@@ -50,8 +50,12 @@ def test_scores_are_finite_and_sum_of_parts(trained, small_windows):
     assert inside.sum() > 10
     np.testing.assert_allclose(scores[inside], expected[inside], atol=0.05, rtol=0.05)
     # Beyond the validation maximum the score keeps rising instead of tying.
-    p = det.part_pvalues(np.array([[0, 0, 0, 1e3, 0, 0, 0, 0], [0, 0, 0, 1e5, 0, 0, 0, 0]], dtype=float))
-    assert p[1, 3] < p[0, 3] < 1.0 / len(val_parts)
+    j = int(np.argmax(np.ptp(v, axis=0)))  # a part that varies on the validation window
+    steps = np.array([1.0, 3.0, 40.0])
+    beyond = np.zeros((3, parts.shape[1]))
+    beyond[:, j] = np.expm1(v[:, j].max() + det.tail_scale_[j] * steps)  # past the validation maximum
+    log_p = det.part_log_pvalues(beyond)[:, j]
+    assert log_p[2] < log_p[1] < log_p[0] < np.log(1.0 / len(v))  # no tie at the maximum: further out is rarer
     tail_sum = HybridDetector(combination="tail_sum")
     tail_sum.model, tail_sum.part_quantiles_ = det.model, det.part_quantiles_
     tail_sum.tail_start_, tail_sum.tail_scale_ = det.tail_start_, det.tail_scale_
