@@ -63,6 +63,11 @@ def predict(detector: Detector, windows: GraphWindows, idx: np.ndarray) -> np.nd
     return (detector.decision_function(windows, idx) > detector.threshold_).astype(np.int8)
 
 
+def _log_parts(parts: np.ndarray) -> np.ndarray:
+    """Score parts (nats, NaN as 0) on the log1p scale their tails are calibrated on."""
+    return np.log1p(np.clip(np.nan_to_num(np.asarray(parts, dtype=float)), 0.0, None))
+
+
 class HybridDetector:
     """The GNN-LSTM hybrid (``anomaly_pipeline.models.hybrid``) as a detector."""
 
@@ -144,7 +149,7 @@ class HybridDetector:
     def fit_part_tails(self, parts: np.ndarray) -> HybridDetector:
         """Learn each part's distribution on unlabelled reference events (the validation window):
         quantiles of log1p(part), and the exponential tail beyond its top ``TAIL_SHARE``."""
-        values = np.log1p(np.clip(np.nan_to_num(np.asarray(parts, dtype=float)), 0.0, None))
+        values = _log_parts(parts)
         grid = np.linspace(0, 1, CALIBRATION_POINTS)
         self.part_quantiles_ = np.stack([np.quantile(values[:, j], grid) for j in range(values.shape[1])])
         self.tail_start_ = np.quantile(values, 1.0 - TAIL_SHARE, axis=0)
@@ -161,7 +166,7 @@ class HybridDetector:
         reference; 0 for a part that is constant on the reference events."""
         if self.part_quantiles_ is None or self.tail_start_ is None:
             raise RuntimeError("HybridDetector: fit() before part_pvalues()")
-        values = np.log1p(np.clip(np.nan_to_num(np.asarray(parts, dtype=float)), 0.0, None))
+        values = _log_parts(parts)
         out = np.zeros(values.shape)
         for j, q in enumerate(self.part_quantiles_):
             if q[-1] <= q[0]:

@@ -696,6 +696,17 @@ def _ratio_text(ratio: float) -> str:
     return f"ratio {ratio:.2f}" if np.isfinite(ratio) else "ratio undefined (both 0)"
 
 
+def _ap_ratio_target(hyb: pd.Series, baselines: pd.DataFrame, factor: float, bar: str, who: str) -> dict:
+    """The target "hybrid AP >= ``factor`` x the best baseline's AP" as a report line."""
+    ap = float(hyb["average_precision_mean"])
+    best = str(baselines["average_precision_mean"].idxmax())
+    base = float(baselines.loc[best, "average_precision_mean"])
+    ratio = _ratio(ap, base)
+    return {"target": f"hybrid AP >= {factor} x {bar}", "value": ap, "best_baseline": best, "baseline": base,
+            "ratio": ratio, "met": _at_least(ap, factor * base) and ap > 0,
+            "detail": f"hybrid AP {ap:.4f} vs {who} ({best}) {base:.4f}: {_ratio_text(ratio)} (target >= {factor})"}
+
+
 def check_targets(run: QualityRun) -> list[dict[str, Any]]:
     """The issue's bars on one dataset's run (means over seeds), each with its numbers and
     ``met``; unknown datasets have none.
@@ -729,27 +740,12 @@ def check_targets(run: QualityRun) -> list[dict[str, Any]]:
                     "met": _at_least(auc, ZEEK_AUC_BAR),
                     "detail": f"hybrid ROC-AUC {auc:.4f} ± {std:.4f} over {n_seeds} seed(s) (target >= {ZEEK_AUC_BAR})"})
     elif run.dataset == "lanl_style":
-        ap = float(hyb["average_precision_mean"])
         if len(baselines):
-            best = str(baselines["average_precision_mean"].idxmax())
-            base = float(baselines.loc[best, "average_precision_mean"])
-            ratio = _ratio(ap, base)
-            out.append({"target": f"hybrid AP >= {LANL_AP_FACTOR} x best baseline AP", "value": ap,
-                        "best_baseline": best, "baseline": base, "ratio": ratio,
-                        "met": _at_least(ap, LANL_AP_FACTOR * base) and ap > 0,
-                        "detail": f"hybrid AP {ap:.4f} vs best baseline ({best}) {base:.4f}: {_ratio_text(ratio)} "
-                                  f"(target >= {LANL_AP_FACTOR})"})
+            out.append(_ap_ratio_target(hyb, baselines, LANL_AP_FACTOR, "best baseline AP", "best baseline"))
     elif run.dataset == "synthetic":
-        ap = float(hyb["average_precision_mean"])
         if len(baselines):
-            best = str(baselines["average_precision_mean"].idxmax())
-            base = float(baselines.loc[best, "average_precision_mean"])
-            ratio = _ratio(ap, base)
-            out.append({"target": f"hybrid AP >= {SYNTHETIC_AP_FACTOR} x every other detector's", "value": ap,
-                        "best_baseline": best, "baseline": base, "ratio": ratio,
-                        "met": _at_least(ap, SYNTHETIC_AP_FACTOR * base) and ap > 0,
-                        "detail": f"hybrid AP {ap:.4f} vs the best other detector ({best}) {base:.4f}: "
-                                  f"{_ratio_text(ratio)} (target >= {SYNTHETIC_AP_FACTOR})"})
+            out.append(_ap_ratio_target(hyb, baselines, SYNTHETIC_AP_FACTOR, "every other detector's",
+                                        "the best other detector"))
         at = s[np.isclose(s["target_fpr"], SYNTHETIC_TPR_FPR)].set_index("detector")
         rules = [d for d in at.index if d.startswith("rule_")] or [d for d in at.index if d == "heuristic_rules"]
         if HYBRID in at.index and rules:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState, node_hash
+from anomaly_pipeline.schema import PROTOCOLS
 
 NODE_TYPES: tuple[str, ...] = ("user", "host", "process", "external")
 
@@ -401,27 +402,6 @@ def _prior_mean(values: np.ndarray, key: np.ndarray, fallback_key: np.ndarray) -
     return np.where(count > 0, own, fallback)
 
 
-def _trailing_count(
-    group: np.ndarray, seconds: np.ndarray, horizon_s: float, weight: np.ndarray | None = None
-) -> np.ndarray:
-    """Per event, the (weighted) count of earlier events of the same group within ``horizon_s``.
-
-    ``seconds`` must be non-decreasing (events sorted by time).
-    """
-    order = np.lexsort((np.arange(len(group)), group))  # by group, then time order
-    g, t = group[order], seconds[order]
-    w = np.ones(len(g)) if weight is None else np.asarray(weight, dtype=float)[order]
-    csum = np.concatenate([[0.0], np.cumsum(w)])
-    # Combined sortable key: group first, then time, so searchsorted stays inside the group.
-    span = float(seconds.max() - seconds.min() + horizon_s + 1.0) if len(seconds) else 1.0
-    key = g * span + (t - seconds.min())
-    start = np.searchsorted(key, key - horizon_s, side="left")
-    pos = np.arange(len(g))
-    counts = np.empty(len(g))
-    counts[order] = csum[pos] - csum[start]
-    return counts
-
-
 def _prior_days_count(keys: np.ndarray, day: np.ndarray) -> np.ndarray:
     """Per event, how many events with the same key fell on earlier days (events in time order)."""
     frame = pd.DataFrame({"k": keys, "d": day})
@@ -532,9 +512,10 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     dst_prior = _group_cumcount(dst)
     src_prior = _group_cumcount(src)
     protocol = events["protocol"].astype("string").fillna("")
-    proto_code = pd.factorize(protocol)[0].astype(np.int64)
+    # A fixed code per contract protocol (0 for none), so a service code means the same in every build.
+    proto_code = protocol.map({p: i + 1 for i, p in enumerate(PROTOCOLS)}).fillna(0).to_numpy(dtype=np.int64)
     port = events["dst_port"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
-    service = np.where(port >= 0, (port + 1) * 8 + proto_code % 8, -1)
+    service = np.where(port >= 0, (port + 1) * 8 + proto_code, -1)
     service_prior = _group_cumcount(np.where(service >= 0, dst * (65537 * 8) + service, -1 - np.arange(len(dst))))
     hour_bin = (ts.dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
     # The source's hour-of-day profile counts completed days only, so a burst cannot make its

@@ -427,13 +427,6 @@ def _decode_rows(
     }
 
 
-def _score_rows(*args, **kwargs) -> tuple[Tensor, Tensor, Tensor]:
-    """Link logits [B], attribute negative log-likelihood [B] (nats, the training loss's) and
-    supervised attack logits [B]."""
-    out = _decode_rows(*args, **kwargs)
-    return out["link_logit"], out["flag_nll"].sum(-1) + out["attribute_nll"].sum(-1), out["attack_logit"]
-
-
 def log_expected_rates(windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
     """[len(idx), S * A]: log1p of each aspect's filtered expected count at each time scale, the
     rate head's input."""
@@ -501,6 +494,7 @@ def _chunk_loss(
     event_labels = torch.from_numpy(np.nan_to_num(w.labels[idx], nan=-1.0)).float().to(gt.device)
     labelled = event_labels >= 0
 
+    # The positives' rates (negatives share them: the rate head is only trained on positives).
     log_rate = np.tile(log_expected_rates(w, idx), (k, 1))
     rate_target = None
     if w.rates is not None and model.config.rate_head:
@@ -762,7 +756,6 @@ def score_components(
     w = windows
     if len(idx):
         gt.freeze_coarse(model, int(windows.event_bucket[idx].min()), int(windows.event_bucket[idx].max()))
-    parts[:, 0] = -np.log(w.event_x[:, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
     for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
         lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
         sel = np.arange(lo, hi)[wanted[lo:hi]]
@@ -774,7 +767,7 @@ def score_components(
             w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
             log_rate=log_expected_rates(w, sel),
         )
-        parts[sel, 1:] = decoded_parts(model, w, sel, out)[:, 1:]
+        parts[sel] = decoded_parts(model, w, sel, out)
     return parts[idx]
 
 

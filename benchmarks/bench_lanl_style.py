@@ -35,7 +35,8 @@ from anomaly_pipeline.baselines.midas import MidasDetector
 from anomaly_pipeline.baselines.rules import HeuristicRulesDetector
 from anomaly_pipeline.detectors import HybridDetector, IsolationForestDetector
 from anomaly_pipeline.evaluation import evaluate_detectors
-from anomaly_pipeline.graph import WindowConfig, build_graph_windows
+from anomaly_pipeline.experiments import euler_window_config
+from anomaly_pipeline.graph import build_graph_windows
 from anomaly_pipeline.sources.lanl import DEFAULT_EPOCH, load_redteam, read_lanl
 from anomaly_pipeline.sources.lanl_style import generate_lanl_style_auth, read_redteam_lines
 from anomaly_pipeline.training import TrainConfig
@@ -52,27 +53,6 @@ def default_data_dir() -> Path:
     """``$ANOMALY_PIPELINE_DATA_DIR``, else ``<repo>/../shared/datasets``."""
     default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
     return Path(os.environ.get("ANOMALY_PIPELINE_DATA_DIR", default))
-
-
-def euler_window_config(events: pd.DataFrame, first_red_time_s: int, stride_hours: float = 1.0,
-                        validation_share: float = 0.15) -> tuple[WindowConfig, int, int]:
-    """WindowConfig whose train + validation buckets are exactly those before the first red-team
-    event's bucket (validation = the last ``validation_share`` of them, at least one bucket)."""
-    stride = pd.Timedelta(hours=stride_hours)
-    t0 = events["ts"].min().floor(stride)
-    n_buckets = int((events["ts"].max() - t0) // stride) + 1
-    attack_bucket = int((DEFAULT_EPOCH + pd.Timedelta(seconds=first_red_time_s) - t0) // stride)
-    val_buckets = max(1, int(round(validation_share * attack_bucket)))
-    train_buckets = attack_bucket - val_buckets
-    if train_buckets < 1:
-        raise ValueError("the first red-team event leaves no training period")
-    # build_graph_windows cuts at ceil(n * fraction): aim half a bucket low to be exact.
-    config = WindowConfig(
-        stride_hours=stride_hours,
-        train_fraction=(train_buckets - 0.5) / n_buckets,
-        validation_fraction=val_buckets / n_buckets,
-    )
-    return config, train_buckets, val_buckets
 
 
 def main(argv: list[str] | None = None) -> int:
