@@ -48,13 +48,12 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline import schema, settings
+from anomaly_pipeline.defaults import DEFAULT_EXPLAIN_TOP, DEFAULT_TS_MIN
 from anomaly_pipeline.sources.formats import FORMATS, detect_format, iter_events
 
 if TYPE_CHECKING:
     from anomaly_pipeline.validation import ValidationPolicy
 
-DEFAULT_TS_MIN = "1990-01-01"  # before DARPA 1998, the oldest data set this project reads
-DEFAULT_EXPLAIN_TOP = 20
 MIN_EVENTS = 20  # fewer valid events than this cannot be split into train / validation / test
 TOP_REASONS = 5
 OUTPUT_COLUMNS: tuple[str, ...] = (

@@ -167,8 +167,9 @@ def test_unknown_or_undetectable_format_is_a_clear_error(tmp_path, capsys):
     rc, _, err = _run(["detect", "--input", str(tmp_path / "missing.csv"), "--train-fraction", "0.3",
                        "--output", "o.csv"], capsys)
     assert rc == 2 and "not found" in err
-    rc, _, err = _run(["detect", "--input", str(notes), "--train-fraction", "1.5", "--output", "o.csv"], capsys)
-    assert rc == 2 and "between 0 and 1" in err
+    with pytest.raises(SystemExit) as exc:  # refused while parsing, before the file is read
+        cli.main(["detect", "--input", str(notes), "--train-fraction", "1.5", "--output", "o.csv"])
+    assert exc.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
 
 
 def test_metrics_one_class_is_undefined_not_an_error():

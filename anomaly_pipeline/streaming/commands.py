@@ -1,4 +1,8 @@
-"""The ``stream`` and ``serve`` subcommands of ``anomaly-pipeline`` (and the ``make stream-demo`` replay)."""
+"""The ``stream`` and ``serve`` subcommands of ``anomaly-pipeline`` (and the ``make stream-demo`` replay).
+
+Arguments and input files are checked before the scorer, the model or MLflow are imported, so a
+mistake answers in a second with one line (``cli_checks.UsageError``, exit status 2).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,23 @@ import contextlib
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from anomaly_pipeline.streaming.scorer import ChampionModel, StreamScorer, load_champion
-from anomaly_pipeline.streaming.state import StreamConfig
+from anomaly_pipeline.cli_checks import (
+    UsageError,
+    add_format_option,
+    arg_fraction,
+    arg_int_at_least,
+    arg_port,
+    arg_positive,
+    check_input_file,
+    cli_words,
+    synthetic_config,
+)
+from anomaly_pipeline.defaults import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from anomaly_pipeline.streaming.scorer import ChampionModel, StreamScorer
 
 
 def _log(message: str) -> None:
@@ -24,7 +41,7 @@ def alert_threshold(detector: Any, threshold: float | None, tail: float | None) 
         return threshold
     if detector.calibration_ is None:
         raise ValueError("--alert-tail needs a model with calibration quantiles; pass --threshold instead")
-    if not 0 < tail < 1:
+    if not 0 < tail < 1:  # the CLI checks this while parsing; library callers get it here
         raise ValueError(f"--alert-tail must lie strictly between 0 and 1, got {tail}")
     points = len(detector.calibration_) - 1
     return max(float(detector.calibration_[int(round((1 - tail) * points))]), float(detector.threshold_))
@@ -33,6 +50,8 @@ def alert_threshold(detector: Any, threshold: float | None, tail: float | None) 
 def _scorer(args: argparse.Namespace, model: ChampionModel, alert_out: Any = None, *,
             log_alerts: bool = True) -> StreamScorer:
     from anomaly_pipeline.alerts import AlertSink
+    from anomaly_pipeline.streaming.scorer import StreamScorer
+    from anomaly_pipeline.streaming.state import StreamConfig
 
     sink = AlertSink.from_env()
     if not log_alerts and not sink.webhook_url:
@@ -46,23 +65,38 @@ def _scorer(args: argparse.Namespace, model: ChampionModel, alert_out: Any = Non
 
 
 def _champion(args: argparse.Namespace) -> ChampionModel:
+    """The champion, or ``UsageError`` saying how to get one (train and promote, or --home)."""
     from anomaly_pipeline import settings
     from anomaly_pipeline.registry import RegistryConfig
+    from anomaly_pipeline.streaming.scorer import load_champion
 
-    model = load_champion(RegistryConfig.from_state(settings.state_paths(args.home)))
+    try:
+        model = load_champion(RegistryConfig.from_state(settings.state_paths(args.home)))
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
     _log(f"model: {model.uri} (threshold {model.detector.threshold_:.2f}, {model.window.stride_hours:g} h buckets, "
          f"history {model.window.history})")
     return model
 
 
+def _check_stream_args(args: argparse.Namespace) -> None:
+    """Cheap checks of ``stream``'s arguments (before the model loads)."""
+    if args.kafka_topic:
+        if args.input not in (None, "-") or args.follow:
+            raise UsageError("--kafka-topic reads Kafka; leave out the input file and --follow")
+    elif args.input not in (None, "-"):
+        check_input_file(args.input, args.format)
+    elif args.follow or args.format != "auto":
+        raise UsageError("--follow and --format apply to an input file; stdin carries JSON lines")
+    if args.threshold is not None and args.alert_tail is not None:
+        raise UsageError("give --threshold or --alert-tail, not both")
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
+    _check_stream_args(args)
     from anomaly_pipeline.streaming.sources import FileSource, KafkaSource, LineSource
 
-    try:
-        model = _champion(args)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model = _champion(args)
     out = open(args.alerts, "a", encoding="utf-8") if args.alerts else sys.stdout  # noqa: SIM115 - closed below
     try:
         scorer = _scorer(args, model, alert_out=out)
@@ -82,8 +116,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             with open(args.incidents_out, "w", encoding="utf-8") as handle:
                 json.dump([i.to_dict() for i in scorer.incidents.incidents.values()], handle, indent=2, default=str)
             _log(f"incidents: {args.incidents_out}")
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a source or the sink refused: say why
+        print(f"error: {cli_words(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         _log("stopped")
@@ -94,17 +128,16 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.threshold is not None and args.alert_tail is not None:
+        raise UsageError("give --threshold or --alert-tail, not both")
+    _check_port_free(args.host, args.port)
     import uvicorn
 
     from anomaly_pipeline.service import create_app
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _log(f"warning: binding to {args.host}: the service has no authentication; put it behind one")
-    try:
-        model = _champion(args)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model = _champion(args)
     app = create_app(_scorer(args, model), max_body_bytes=args.max_body_bytes)
     _log(f"serving on http://{args.host}:{args.port} (OpenAPI: /docs)")
     try:
@@ -114,18 +147,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """``UsageError`` when ``host:port`` cannot be bound (in use, or not an address of this machine),
+    found before the model loads instead of after."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UsageError(f"--host {host} is not an address of this machine; use 127.0.0.1 or 0.0.0.0") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+
+
 def _cmd_stream_demo(args: argparse.Namespace) -> int:
     """Replay a synthetic day with an attack through the service and print the incidents."""
+    if args.threshold is not None:
+        args.alert_tail = None  # an explicit threshold replaces the demo's default tail
+    data = synthetic_config(seed=args.seed, n_users=args.users, n_servers=10, days=args.days)
     import httpx
 
     from anomaly_pipeline.service import create_app, serve_in_thread
-    from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
+    from anomaly_pipeline.sources.synthetic import generate_events
 
-    data = SyntheticConfig(seed=args.seed, n_users=args.users, n_servers=10, days=args.days)
     events = generate_events(data).sort_values("ts", kind="stable").reset_index(drop=True)
     try:
         model = _champion(args)
-    except RuntimeError as exc:
+    except UsageError as exc:
         _log(f"{exc}\nno champion: training a small stand-in model on the first {args.days - 2} synthetic days "
              "(a minute or so; `make run` trains and promotes the real one)")
         model = _stand_in_model(events, args.days - 2)
@@ -186,6 +239,7 @@ def _stand_in_model(events: Any, train_days: int) -> ChampionModel:
     from anomaly_pipeline.detectors import HybridDetector
     from anomaly_pipeline.graph import WindowConfig, build_graph_windows
     from anomaly_pipeline.models.hybrid import HybridConfig
+    from anomaly_pipeline.streaming.scorer import ChampionModel
     from anomaly_pipeline.training import TrainConfig
 
     window = WindowConfig(coarse_stride_hours=None)
@@ -200,44 +254,58 @@ def _stand_in_model(events: Any, train_days: int) -> ChampionModel:
 
 def add_stream_commands(sub: Any) -> None:
     """Register ``stream``, ``serve`` and ``stream-demo`` on the CLI's subparsers."""
-    from anomaly_pipeline.service import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--threshold", type=float, default=None, help="alert above this score (default: the model's)")
-        p.add_argument("--alert-tail", type=float, default=None,
+        p.add_argument("--alert-tail", type=arg_fraction, default=None,
                        help="alert on the rarest share of events instead: e.g. 0.002 = scores above all but "
-                            "0.2%% of the model's validation events")
-        p.add_argument("--memory-days", type=float, default=30.0, help="first-seen look-back in days (default 30)")
-        p.add_argument("--incident-horizon-hours", type=float, default=4.0,
+                            "0.2%% of the model's validation events (between 0 and 1)")
+        p.add_argument("--memory-days", type=arg_positive, default=30.0,
+                       help="how long first-seen pairs, hour profiles and event ids are remembered, in days "
+                            "(default 30)")
+        p.add_argument("--incident-horizon-hours", type=arg_positive, default=4.0,
                        help="alerts sharing entities within this many hours form one incident (default 4)")
-        p.add_argument("--max-batch", type=int, default=2000, help="largest micro-batch (events)")
+        p.add_argument("--max-batch", type=arg_int_at_least(1), default=2000,
+                       help="largest micro-batch in events (default 2000)")
 
     stream = sub.add_parser("stream", help="score a live event stream with the @champion model",
                             description="Score events from stdin ('-'), a file (any supported format, --follow "
-                                        "to tail it) or a Kafka topic in micro-batches; alerts as JSON lines.")
-    stream.add_argument("input", nargs="?", default="-", help="event file, or '-' for JSON lines on stdin")
-    stream.add_argument("--format", default="auto", help="input format of a file (default: detected)")
+                                        "to tail it) or a Kafka topic in micro-batches with the @champion model; "
+                                        "alerts as JSON lines on stdout (or --alerts), progress on stderr.")
+    stream.add_argument("input", nargs="?", default="-", help="event file, or '-' for JSON lines on stdin (default)")
+    add_format_option(stream, "format of the input file")
     stream.add_argument("--follow", action="store_true", help="keep reading the file as it grows")
     stream.add_argument("--kafka-topic", default=None, help="read this Kafka topic instead (needs the kafka extra)")
     stream.add_argument("--kafka-bootstrap", default=None, help="brokers (default $KAFKA_BOOTSTRAP_SERVERS)")
     stream.add_argument("--alerts", default=None, help="append alerts (JSON lines) here instead of stdout")
     stream.add_argument("--incidents-out", default=None, help="write the incidents (JSON) here at the end")
-    stream.add_argument("--max-wait-s", type=float, default=0.2, help="longest wait to fill a micro-batch (s)")
+    stream.add_argument("--max-wait-s", type=arg_positive, default=0.2,
+                        help="longest wait to fill a micro-batch from stdin, in seconds (default 0.2)")
     common(stream)
     stream.set_defaults(func=_cmd_stream)
 
-    serve = sub.add_parser("serve", help="HTTP scoring service: POST /events, alerts, incidents, metrics")
+    serve = sub.add_parser(
+        "serve", help="HTTP scoring service: POST /events, alerts, incidents, metrics",
+        description="Serve the @champion model over HTTP: POST /events scores a batch; / links the incident "
+        "index (/incidents), alerts, API docs (/docs, no CDN needed), metrics (Prometheus) and /healthz. No "
+        "authentication: it binds to 127.0.0.1 unless --host says otherwise.")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
-    serve.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
+    serve.add_argument("--port", type=arg_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    serve.add_argument("--max-body-bytes", type=arg_int_at_least(1024), default=MAX_BODY_BYTES,
+                       help=f"largest request body; larger ones get 413 (default {MAX_BODY_BYTES:,})")
     common(serve)
     serve.set_defaults(func=_cmd_serve)
 
-    demo = sub.add_parser("stream-demo", help="replay a synthetic day with an attack through the service")
-    demo.add_argument("--days", type=int, default=6, help="synthetic days (the last one is replayed)")
-    demo.add_argument("--users", type=int, default=60)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--top", type=int, default=5, help="incidents to print")
+    demo = sub.add_parser(
+        "stream-demo", help="replay a synthetic day with an attack through the service",
+        description="Generate synthetic days, start the service in process, replay the last two days through "
+        "POST /events and print the incidents with the most evidence and which attack steps were alerted. "
+        "Uses @champion, or trains a small stand-in model when there is none.")
+    demo.add_argument("--days", type=arg_int_at_least(1), default=6,
+                      help="synthetic days; the last two are replayed (default 6, at least 3)")
+    demo.add_argument("--users", type=arg_int_at_least(1), default=60, help="user accounts (default 60, at least 10)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic data (default 7)")
+    demo.add_argument("--top", type=arg_int_at_least(1), default=5, help="incidents to print (default 5)")
     demo.add_argument("--keep-serving", action="store_true", help="keep the service up to browse incident pages")
     common(demo)
     demo.set_defaults(alert_tail=0.002)
