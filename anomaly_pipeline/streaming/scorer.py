@@ -1,7 +1,8 @@
 """The streaming scorer: micro-batches in, scored events and alerts out, with its own metrics.
 
-Each micro-batch: raw records are validated (malformed ones quarantined and counted), the
-``StreamState`` appends them and evicts what expired, the ``@champion`` model scores only the
+Each micro-batch: raw records are validated (malformed ones quarantined and counted), events
+whose ``event_id`` was already scored within ``memory_days`` are dropped and counted (a client's
+retry or a replayed file is not scored twice), the ``StreamState`` appends them and evicts what expired, the ``@champion`` model scores only the
 new events, events above the threshold become alerts (JSON lines, the alert sink, and the
 incident tracker, with the model's explanation), and the metrics (events/s, lag, alerts,
 memory) are updated.
@@ -78,6 +79,7 @@ class Metrics:
     events_quarantined: int = 0
     events_late: int = 0
     events_unscorable: int = 0
+    events_duplicate: int = 0  # event_ids already scored within memory_days: dropped, not scored again
     alerts: int = 0
     batches: int = 0
     last_batch_seconds: float = 0.0
@@ -109,6 +111,60 @@ class BatchReport:
     late: int
     seconds: float
     scores: pd.DataFrame  # event_id, ts, score, alert (the scored new events)
+    duplicate_ids: list[str] = field(default_factory=list)  # event_ids dropped as already scored
+
+
+class SeenEventIds:
+    """The ``event_id`` of every event the scorer took in the last ``memory_days`` of event time.
+
+    The event contract's ids are stable (source + position), so a re-sent batch (a client's retry,
+    a file replayed) carries the same ids and must not be scored, alerted and counted twice. Ids
+    are kept as 64-bit hashes in one sorted array per UTC day of event time: 8 bytes an event
+    (about 2.6 MB for 30 days of the synthetic default's 11,000 events a day), and whole days are
+    forgotten ``memory_days`` after the newest event, as the history memory forgets its keys. Two
+    different ids share a hash with probability about n^2 / 2^65 (one in a million for 6 million ids).
+    """
+
+    def __init__(self, memory_days: float) -> None:
+        self.memory_days = memory_days
+        self._days: dict[int, np.ndarray] = {}  # UTC day number -> sorted uint64 hashes
+
+    @staticmethod
+    def _keys(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        ids = events["event_id"].astype(str).to_numpy(dtype=object)
+        days = events["ts"].astype("int64").to_numpy() // (86_400 * 10**9)
+        return pd.util.hash_array(ids), days
+
+    def split(self, events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(events not seen before, repeats): a repeat has the id of an event taken in earlier or of
+        an earlier row of this batch."""
+        if events.empty:
+            return events, events.iloc[:0]
+        keys, _ = self._keys(events)
+        repeat = pd.Series(keys).duplicated().to_numpy()
+        for known in self._days.values():  # any day: a re-sent event may carry a corrected time
+            pos = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+            repeat |= known[pos] == keys
+        if not repeat.any():
+            return events, events.iloc[:0]
+        return events[~repeat].reset_index(drop=True), events[repeat]
+
+    def remember(self, events: pd.DataFrame) -> None:
+        """Take ``events``' ids in, then forget the days that fell out of ``memory_days``."""
+        if events.empty:
+            return
+        keys, days = self._keys(events)
+        for day in np.unique(days).tolist():
+            new = np.sort(keys[days == day])
+            known = self._days.get(day)
+            # Two sorted runs: the stable sort (timsort) merges them in linear time.
+            self._days[day] = new if known is None else np.sort(np.concatenate([known, new]), kind="stable")
+        oldest = int(days.max()) - int(np.ceil(self.memory_days))
+        for day in [d for d in self._days if d < oldest]:
+            del self._days[day]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._days.values())
 
 
 class _SinkWorker:
@@ -219,6 +275,7 @@ class StreamScorer:
             raise ValueError(f"explain must be 'async' or 'sync', got {explain!r}")
         self._explainer = _ExplainWorker(self._explain) if explain == "async" else None
         self._ref = 0
+        self.seen = SeenEventIds(self.stream_config.memory_days)
 
     # -- one micro-batch --
     def process(self, batch: Batch | Iterable[Any], source: str = "stream") -> BatchReport:
@@ -244,12 +301,17 @@ class StreamScorer:
         if len(quarantine):
             m.events_quarantined += len(quarantine)
             self.quarantine.extend(quarantine.astype(object).where(quarantine.notna(), None).to_dict("records"))
+        events, repeats = self.seen.split(events)
+        m.events_duplicate += len(repeats)
+        duplicate_ids = repeats["event_id"].astype(str).tolist() if len(repeats) else []
         empty_scores = pd.DataFrame(columns=["event_id", "ts", "score", "alert"])
         if events.empty:
-            return BatchReport(0, [], quarantine, 0, time.monotonic() - started, empty_scores)
+            return BatchReport(0, [], quarantine, 0, time.monotonic() - started, empty_scores, duplicate_ids)
         t_parsed = time.monotonic()
         step = self.state.advance(events)
         t_state = time.monotonic()
+        # A late event was not taken in: sent again, it is late again, not a repeat.
+        self.seen.remember(events[~events["event_id"].isin(step.late["event_id"])] if len(step.late) else events)
         m.events_late += len(step.late)
         m.events_unscorable += step.unscorable
         if len(step.late):
@@ -261,7 +323,8 @@ class StreamScorer:
             quarantine = pd.concat([quarantine, rows], ignore_index=True) if len(quarantine) else rows
         idx = step.new_positions
         if len(idx) == 0 or step.windows is None:
-            return BatchReport(0, [], quarantine, len(step.late), time.monotonic() - started, empty_scores)
+            return BatchReport(0, [], quarantine, len(step.late), time.monotonic() - started, empty_scores,
+                               duplicate_ids)
         w = step.windows
         parts = score_components(self.detector.model, w, idx)
         t_scored = time.monotonic()
@@ -285,7 +348,7 @@ class StreamScorer:
         ev = w.events.iloc[idx]
         table = pd.DataFrame({"event_id": ev["event_id"].astype(str).to_numpy(), "ts": ev["ts"].to_numpy(),
                               "score": scores, "alert": scores > self.threshold})
-        return BatchReport(len(idx), alerts, quarantine, len(step.late), done - started, table)
+        return BatchReport(len(idx), alerts, quarantine, len(step.late), done - started, table, duplicate_ids)
 
     def _alerts(self, w: Any, idx: np.ndarray, scores: np.ndarray, parts: np.ndarray, flagged: np.ndarray) -> list[dict]:
         """Alerts for the flagged new events: out at once with the score, its parts and the
@@ -294,10 +357,15 @@ class StreamScorer:
         from anomaly_pipeline.training import SCORE_PARTS
 
         calibrated = self.detector.calibrate(scores[flagged]) if self.detector.calibration_ is not None else None
+        part_log_p = self._part_log_pvalues(parts[flagged])
         alerts, touched = [], set()
         for j, i in enumerate(flagged.tolist()):
             pos = int(idx[i])
             row = w.events.iloc[pos]
+            summary = event_summary(row)
+            reasons = feature_reasons(w, pos, self.stream_config.memory_days)
+            if not reasons:  # a burst or an attribute the feature reasons do not cover: name the score's part
+                reasons = [strongest_part_reason(summary, parts[i], None if part_log_p is None else part_log_p[j])]
             alert = {
                 "alert_id": f"alert-{row['event_id']}",
                 "event_id": str(row["event_id"]),
@@ -306,8 +374,8 @@ class StreamScorer:
                 "threshold": self.threshold,
                 "calibrated_tail": None if calibrated is None else float(calibrated[j]),
                 "score_parts": {k: round(float(v), 4) for k, v in zip(SCORE_PARTS, parts[i], strict=True)},
-                "event": event_summary(row),
-                "reasons": feature_reasons(w, pos, self.stream_config.memory_days),
+                "event": summary,
+                "reasons": reasons,
                 "time_attention": [],
                 "neighbours": [],
                 "explanation": "pending",
@@ -336,6 +404,13 @@ class StreamScorer:
         else:
             self._explainer.put(job, alerts)
         return alerts
+
+    def _part_log_pvalues(self, parts: np.ndarray) -> np.ndarray | None:
+        """Each part's log tail probability among the validation events (what the Fisher score sums),
+        or None for a detector without part calibration."""
+        if getattr(self.detector, "part_quantiles_", None) is None:
+            return None
+        return self.detector.part_log_pvalues(np.nan_to_num(np.asarray(parts, dtype=float)))
 
     def _explain(self, w: Any, positions: list[int], alerts: list[dict], touched: set[str]) -> None:
         """The blast radius of the incidents the alerts touched, then the model's explanations for
@@ -404,6 +479,37 @@ def event_summary(row: pd.Series) -> dict[str, Any]:
         how.append("failed")
     return {"who": text("user"), "from": text("src_host"), "to": text("dst_host") or text("process"),
             "how": " ".join(h for h in how if h), "when": row["ts"].isoformat(), "event_type": text("event_type")}
+
+
+# What each score part means, for the reason of an alert that no feature reason covers.
+PART_WORDS = {
+    "hour_surprise": "unusual hour for {src}",
+    "link_surprise": "unlikely destination {dst} for {src}",
+    "attribute_surprise": "unusual attributes of {src} -> {dst} (volume, outcome, protocol or rhythm)",
+    "rate_edge": "high rate of events {src} -> {dst}",
+    "rate_source": "high rate of events from {src}",
+    "rate_destination": "high rate of events to {dst}",
+    "rate_source_relation": "high rate of {event_type} events from {src}",
+    "supervised_attack": "resembles the labelled attacks the model was trained on",
+}
+
+
+def strongest_part_reason(event: dict[str, Any], parts: np.ndarray, log_pvalues: np.ndarray | None) -> str:
+    """A reason from the score part that weighs most: the one with the smallest tail probability
+    among the validation events when the detector is calibrated (the Fisher score's largest term),
+    else the largest part in nats. The model's explanation may replace it later."""
+    from anomaly_pipeline.training import SCORE_PARTS
+
+    parts = np.nan_to_num(np.asarray(parts, dtype=float))
+    k = int(np.argmin(log_pvalues)) if log_pvalues is not None else int(np.argmax(parts))
+    name = SCORE_PARTS[k]
+    words = PART_WORDS.get(name, "unusual {part}").format(
+        src=event.get("from") or event.get("who") or "the source", dst=event.get("to") or "the destination",
+        event_type=event.get("event_type") or "", part=name)
+    if log_pvalues is None:
+        return f"{words} ({name} {parts[k]:.1f} nats, the largest part of the score)"
+    return (f"{words} ({name} {parts[k]:.1f} nats, reached by a share of {np.exp(log_pvalues[k]):.1g} of the "
+            "validation events: the strongest part of the score)")
 
 
 def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
