@@ -55,6 +55,11 @@ class Incident:
         self.last_s = max(self.last_s, pd.Timestamp(alert["ts"]).timestamp())
 
     @property
+    def evidence(self) -> float:
+        """Sum of the alert scores: many strange steps weigh more than one (the index ranks by it)."""
+        return float(sum(a["score"] for a in self.alerts))
+
+    @property
     def first_ts(self) -> str:
         return min(a["ts"] for a in self.alerts)
 
@@ -98,6 +103,7 @@ class Incident:
             "n_alerts": len(self.alerts) + self.dropped,
             "n_alerts_dropped": self.dropped,
             "max_score": max(a["score"] for a in self.alerts),
+            "evidence": round(self.evidence, 4),
             "entities": self.entities(),
             "attack_path": self.attack_path(),
             "blast_radius": self.blast_radius(),
@@ -186,7 +192,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 <h1>Incident {iid}</h1>
 <p>{d['n_alerts']} anomalous events from {html.escape(d['first_ts'])} to {html.escape(d['last_ts'])};
 max score {d['max_score']:.2f}. <a href="/incidents/{iid}">JSON</a> · <a href="/incidents/{iid}.md">Markdown</a>
-· <a href="/incidents/{iid}.svg">SVG</a></p>
+· <a href="/incidents/{iid}.svg">SVG</a> · <a href="/incidents">all incidents</a></p>
 <h2>Attack path</h2>
 <table id="attack-path"><tr><th>#</th><th>when</th><th>who</th><th>from</th><th>to</th><th>how</th><th>score</th><th>reasons</th></tr>
 {rows}
@@ -298,6 +304,7 @@ class IncidentTracker:
     def summaries(self) -> list[dict]:
         return [
             {"incident_id": i.incident_id, "first_ts": i.first_ts, "last_ts": i.last_ts, "n_alerts": len(i.alerts) + i.dropped,
-             "max_score": max(a["score"] for a in i.alerts), "entities": i.entities()}
+             "max_score": max(a["score"] for a in i.alerts), "evidence": round(i.evidence, 4),
+             "entities": i.entities()}
             for i in self.incidents.values()
         ]

@@ -1,11 +1,13 @@
 """The scoring service: a small FastAPI app over one ``StreamScorer``.
 
-``POST /events`` ingests and scores a batch, ``GET /alerts`` lists recent alerts,
-``GET /incidents`` and ``GET /incidents/{id}`` (JSON; ``.md``, ``.svg`` and ``.html`` for
-Markdown, the subgraph picture and the incident page), ``GET /healthz``, ``GET /metrics``
-(Prometheus text) and the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``). Bound to
-127.0.0.1 by default; request bodies over ``max_body_bytes`` are refused with 413 before they
-are read in full.
+``POST /events`` ingests and scores a batch (an ``event_id`` already scored within the memory
+horizon is dropped and counted, not scored twice), ``GET /alerts`` lists recent alerts,
+``GET /incidents`` (an HTML index ranked by evidence for a browser, JSON otherwise) and
+``GET /incidents/{id}`` (JSON; ``.md``, ``.svg`` and ``.html`` for Markdown, the subgraph picture
+and the incident page), ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /`` (a landing
+page linking all of them) and the OpenAPI schema at ``/openapi.json`` with an API reference at
+``/docs`` that needs no CDN (``service_pages``). Bound to 127.0.0.1 by default; request bodies over
+``max_body_bytes`` are refused with 413 before they are read in full.
 """
 
 from __future__ import annotations
@@ -14,18 +16,15 @@ import json
 import threading
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from anomaly_pipeline import service_pages
+from anomaly_pipeline.defaults import DEFAULT_HOST, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST
 from anomaly_pipeline.streaming.scorer import StreamScorer, rss_bytes
 from anomaly_pipeline.streaming.sources import Batch
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
-MAX_BODY_BYTES = 5 * 1024 * 1024
-MAX_EVENTS_PER_REQUEST = 20_000
 
 
 class EventBatch(BaseModel):
@@ -38,13 +37,23 @@ class EventBatch(BaseModel):
     events: list[dict[str, Any]] = Field(..., min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
 
 
+MAX_DUPLICATE_IDS_LISTED = 1_000
+
+
 class IngestResult(BaseModel):
-    received: int
-    scored: int
-    quarantined: int
-    quarantine: list[dict[str, Any]]
-    alerts: list[dict[str, Any]]
-    seconds: float
+    """What became of a batch: every event received is scored, quarantined (with the reason), a
+    duplicate of an event already scored (same ``event_id`` within the scorer's memory horizon:
+    not scored again) or late/unplaceable (the rest)."""
+
+    received: int = Field(description="events in the request")
+    scored: int = Field(description="events scored now")
+    quarantined: int = Field(description="malformed or late events, listed in quarantine")
+    duplicates: int = Field(0, description="events whose event_id was already scored: not scored again")
+    duplicate_event_ids: list[str] = Field(
+        default_factory=list, description=f"their event_ids (the first {MAX_DUPLICATE_IDS_LISTED:,})")
+    quarantine: list[dict[str, Any]] = Field(description="quarantined events with raw_ref and reason")
+    alerts: list[dict[str, Any]] = Field(description="alerts raised by this batch")
+    seconds: float = Field(description="time spent on the batch")
 
 
 class _BodyLimit:
@@ -95,10 +104,29 @@ class _BodyLimit:
 
 def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The app for ``scorer`` (every request shares it; scoring is serialised by its lock)."""
-    app = FastAPI(title="anomaly-pipeline streaming scorer", version="0.1.0",
+    # docs_url=None: FastAPI's Swagger UI and ReDoc pages load their scripts from a CDN and are
+    # blank offline; /docs is our own page generated from the same schema (service_pages).
+    app = FastAPI(title="anomaly-pipeline streaming scorer", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Real-time scoring of security events with the @champion GNN-LSTM model; "
                               "alerts grouped into incidents with their attack path and blast radius.")
     app.state.scorer = scorer
+
+    @app.get("/", include_in_schema=False)
+    def landing() -> HTMLResponse:
+        m = scorer.metrics
+        return HTMLResponse(service_pages.landing_page({
+            "model": scorer.model.uri, "alert threshold": f"{scorer.threshold:.3f}",
+            "events scored": f"{m.events_scored:,}", "duplicates dropped": f"{m.events_duplicate:,}",
+            "quarantined": f"{m.events_quarantined:,}", "alerts": f"{m.alerts:,}",
+            "incidents": f"{len(scorer.incidents.incidents):,}"}))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(service_pages.api_reference_page(app.openapi()))
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> RedirectResponse:
+        return RedirectResponse("/docs")
 
     @app.post("/events", response_model=IngestResult, summary="Ingest and score a batch of events")
     def post_events(batch: EventBatch) -> IngestResult:
@@ -106,6 +134,8 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES) ->
         q = report.quarantine
         quarantine = q.astype(object).where(q.notna(), None).to_dict("records") if len(q) else []
         return IngestResult(received=len(batch.events), scored=report.scored, quarantined=len(q),
+                            duplicates=len(report.duplicate_ids),
+                            duplicate_event_ids=report.duplicate_ids[:MAX_DUPLICATE_IDS_LISTED],
                             quarantine=quarantine, alerts=report.alerts, seconds=round(report.seconds, 4))
 
     @app.get("/alerts", summary="Recent alerts, newest last")
@@ -113,10 +143,21 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES) ->
         alerts = [a for a in list(scorer.alerts) if min_score is None or a["score"] >= min_score]
         return alerts[-limit:]
 
-    @app.get("/incidents", summary="Incidents found so far")
-    def get_incidents() -> list[dict]:
+    @app.get("/incidents", summary="Incidents found so far (HTML index for a browser, JSON otherwise)",
+             response_model=list[dict[str, Any]],
+             responses={200: {"content": {"text/html": {}}, "description": "JSON list, or the HTML index"}})
+    def get_incidents(request: Request,
+                      fmt: str | None = Query(None, alias="format", pattern="^(html|json)$",
+                                              description="html or json; default: by the Accept header")) -> Response:
+        """JSON (one summary per incident, in the order they were opened) unless the client prefers
+        HTML (a browser) or asks for format=html: then a page ranked by evidence (the sum of the
+        incident's alert scores), linking each incident's page."""
+        html = fmt == "html" if fmt else service_pages.wants_html(request.headers.get("accept"))
         with scorer.incidents.lock:
-            return scorer.incidents.summaries()
+            if html:
+                page = service_pages.incident_index_page(list(scorer.incidents.incidents.values()))
+                return HTMLResponse(page, headers={"Vary": "Accept"})
+            return JSONResponse(scorer.incidents.summaries(), headers={"Vary": "Accept"})
 
     @app.get("/incidents/{incident_id}", summary="One incident: JSON, or .md / .svg / .html")
     def get_incident(incident_id: str) -> Response:
@@ -149,6 +190,8 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES) ->
             ("anomaly_stream_events_scored_total", "counter", "events scored", m.events_scored),
             ("anomaly_stream_events_quarantined_total", "counter", "malformed or late events quarantined",
              m.events_quarantined),
+            ("anomaly_stream_events_duplicate_total", "counter", "events dropped as already scored (same event_id)",
+             m.events_duplicate),
             ("anomaly_stream_alerts_total", "counter", "alerts raised", m.alerts),
             ("anomaly_stream_incidents", "gauge", "incidents tracked", len(scorer.incidents.incidents)),
             ("anomaly_stream_events_per_second", "gauge", "events scored per second, last 10 s",

@@ -201,9 +201,7 @@ def _cmd_stream_demo(args: argparse.Namespace) -> int:
         incidents = client.get("/incidents").json()
         metrics = client.get("/metrics").text
     _log(f"scored {len(records):,} events in {time.monotonic() - started:.1f} s; {scorer.metrics.alerts:,} alerts")
-    # Most evidence first: the sum of an incident's alert scores (many strange steps beat one).
-    weight = {i.incident_id: sum(a["score"] for a in i.alerts) for i in scorer.incidents.incidents.values()}
-    top = sorted(incidents, key=lambda i: -weight[i["incident_id"]])[: args.top]
+    top = sorted(incidents, key=lambda i: -i["evidence"])[: args.top]  # Incident.evidence: most first
     print(f"\n{len(incidents)} incidents; the {len(top)} with the most evidence (sum of alert scores):\n")
     for summary in top:
         incident = scorer.incidents.incidents[summary["incident_id"]]
