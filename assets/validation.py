@@ -3,6 +3,7 @@
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from anomaly_pipeline.validation import ValidationPolicy, validate_events
 
@@ -12,8 +13,8 @@ from .common import OWNERS, md_table
 class ValidationConfig(dg.Config):
     """Validation policy (shown in the Launchpad)."""
 
-    order_tolerance_s: float = 3600.0
-    max_quarantine_rate: float = 0.05
+    order_tolerance_s: float = Field(default=3600.0, description="seconds a line may go back in time before it is quarantined as out of order")
+    max_quarantine_rate: float = Field(default=0.05, description="share of quarantined rows above which the blocking check stops the run")
 
 
 @dg.multi_asset(

@@ -60,7 +60,7 @@ def test_rerun_adds_a_model_version_with_metrics_and_aliases(pipeline_runs):
     assert "challenger" not in client.get_model_version(second["registered_model"], "1").aliases
     version = client.get_model_version(second["registered_model"], second["model_version"])
     run = client.get_run(version.run_id)
-    assert {"roc_auc", "average_precision", "isolation_forest.roc_auc", "drift_share"} <= set(run.data.metrics)
+    assert {"roc_auc", "average_precision", "eval/isolation_forest/roc_auc", "drift_share"} <= set(run.data.metrics)
     assert run.data.tags["dagster_run_id"] == second["dagster_run_id"]
     assert version.tags["promotion_decision"] in {"promoted", "kept_champion", "gate_failed"}
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "evaluation")}
