@@ -7,7 +7,7 @@ from pydantic import Field
 
 from anomaly_pipeline.validation import ValidationPolicy, validate_events
 
-from .common import OWNERS, md_table
+from .common import OWNERS, md_table, table_metadata
 
 
 class ValidationConfig(dg.Config):
@@ -61,6 +61,7 @@ def validate_raw_events(context: dg.AssetExecutionContext, config: ValidationCon
             **counts,
             "gx_success": result.gx_success,
             "expectations": md_table(result.expectations, 40),
+            **table_metadata(result.valid),
         },
     )
     reasons = pd.DataFrame(list(result.reason_counts.items()), columns=["reason", "rows"])
@@ -70,6 +71,7 @@ def validate_raw_events(context: dg.AssetExecutionContext, config: ValidationCon
         metadata={
             **counts,
             "top_reasons": md_table(reasons) if len(reasons) else "none",
+            **table_metadata(result.quarantined),
             "preview": md_table(result.quarantined, 10) if len(result.quarantined) else "none",
         },
     )
