@@ -21,6 +21,8 @@ from sensors.jobs import daily_scoring_job, full_pipeline_job, retrain_job
 from sensors.new_data import new_data_sensor
 from sensors.schedules import daily_scoring_schedule, weekly_retrain_schedule
 
+MLFLOW_UI_ENV = "ANOMALY_PIPELINE_MLFLOW_UI_URL"
+
 
 def local_resources(home: str | None = None) -> dict[str, object]:
     """Everything under ANOMALY_PIPELINE_HOME: sqlite MLflow, Parquet/pickle values, reports."""
@@ -30,7 +32,9 @@ def local_resources(home: str | None = None) -> dict[str, object]:
         "state": StateResource(home=str(paths.home)),
         "event_source": EventSourceResource(),
         "mlflow_resource": MlflowResource(
-            tracking_uri=paths.mlflow_tracking_uri, artifact_location=str(paths.mlflow_artifacts)
+            tracking_uri=paths.mlflow_tracking_uri, artifact_location=str(paths.mlflow_artifacts),
+            # `anomaly-pipeline ui` serves the MLflow UI here (and sets the variable for other ports).
+            ui_url=os.environ.get(MLFLOW_UI_ENV, "http://127.0.0.1:5000"),
         ),
     }
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -568,12 +570,26 @@ def _artifact_uri(location: str) -> str:
     return folder.as_uri()
 
 
+# The MLflow UI opens an experiment on the view its kind asks for; untagged, MLflow 3 opens the
+# GenAI overview (traces, token usage). These tags declare a model-training experiment and say
+# what it holds (the description is MLflow's note tag).
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "Training runs of the anomaly-pipeline hybrid GNN-LSTM detector (one `hybrid-*` run per Dagster "
+        "training run: parameters, per-epoch training curves under `train/`, every detector's evaluation "
+        "under `eval/`, the model card, the Great Expectations summary and the registered pyfunc model) "
+        "and daily Evidently drift runs (`drift-<day>`). Models: see the registered model's champion alias."
+    ),
+}
+
+
 def _ensure_experiment(client: MlflowClient, config: RegistryConfig) -> str:
     wanted = _artifact_uri(config.artifact_location) if config.artifact_location else None
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:
         try:
-            return client.create_experiment(config.experiment, artifact_location=wanted)
+            return client.create_experiment(config.experiment, artifact_location=wanted, tags=EXPERIMENT_TAGS)
         except MlflowException as exc:
             # Another process created it between the lookup and the create.
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -584,6 +600,12 @@ def _ensure_experiment(client: MlflowClient, config: RegistryConfig) -> str:
     if experiment.lifecycle_stage == "deleted":
         logger.warning("experiment %r was deleted; restoring it", config.experiment)
         client.restore_experiment(experiment.experiment_id)
+    for key, value in EXPERIMENT_TAGS.items():  # experiments created before these tags existed
+        if key not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    if wanted and experiment.artifact_location.rstrip("/") != wanted.rstrip("/") and _relocate_moved_home(
+            config, experiment.artifact_location, wanted):
+        experiment = client.get_experiment(experiment.experiment_id)
     if wanted and experiment.artifact_location.rstrip("/") != wanted.rstrip("/"):
         logger.warning(
             "experiment %r keeps its artifact location %s; the configured %s applies only to a new "
@@ -593,6 +615,53 @@ def _ensure_experiment(client: MlflowClient, config: RegistryConfig) -> str:
             wanted,
         )
     return experiment.experiment_id
+
+
+# Where a local store keeps absolute artifact locations (MLflow resolves them when it writes).
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+
+
+def _relocate_moved_home(config: RegistryConfig, stored: str, wanted: str) -> bool:
+    """Point a local store that was copied or moved to a new state folder at that folder's artifacts.
+
+    MLflow stores absolute ``file://`` artifact locations and has no API to move them, so a state
+    folder copied with ``cp -a`` would keep logging into the *old* folder's ``mlartifacts``. When
+    the sqlite database sits in the same folder as the wanted artifact root (the embedded layout:
+    ``<home>/mlflow.db`` beside ``<home>/mlartifacts``) and the stored root is another folder's
+    ``mlartifacts``, the stored prefixes are rewritten to the new root in this database only.
+    Anything else (a server, a chosen location) is left alone. Returns whether it rewrote.
+    """
+    old, new = stored.rstrip("/"), wanted.rstrip("/")
+    if not (old.startswith("file://") and new.startswith("file://") and old.endswith("/mlartifacts")):
+        return False
+    new_root = Path(urllib.parse.urlparse(new).path)
+    databases = {_sqlite_file(uri) for uri in (config.tracking_uri, config.effective_registry_uri)} - {None}
+    if not databases or any(db.parent != new_root.parent for db in databases):
+        return False
+    for db in databases:
+        with sqlite3.connect(db) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table, column in _LOCATION_COLUMNS:
+                if table in tables:
+                    conn.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} = ? OR "
+                                 f"{column} LIKE ? ESCAPE '\\'", (new, len(old) + 1, old, _like_prefix(old + "/")))
+    logger.warning("state folder moved: artifact locations %s -> %s rewritten in %s", old, new,
+                   ", ".join(str(db) for db in sorted(databases)))
+    return True
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return Path(path).expanduser().resolve() if path and path != ":memory:" else None
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text`` (its wildcards escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _model_source(client: MlflowClient, run: Run, artifact_path: str) -> tuple[str | None, str]:

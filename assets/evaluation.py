@@ -19,7 +19,7 @@ from .training import TrainedHybrid
 class EvaluationConfig(dg.Config):
     """Alert thresholds are set on validation scores at these false-positive rates."""
 
-    target_fprs: list[float] = [0.01, 0.001]
+    target_fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001], description="false-positive rates on validation scores at which alert thresholds (and TPR/precision) are reported")
     gate_margin: float = Field(
         default=0.0,
         description="the hybrid's AP must exceed every baseline's AP by this much (absolute); a failing gate "

@@ -6,6 +6,7 @@ product of the pipeline, so it stays out of the training graph's asset selection
 
 
 import dagster as dg
+from pydantic import Field
 
 from anomaly_pipeline.experiments import (
     ABLATIONS,
@@ -25,13 +26,13 @@ from .resources import StateResource
 class AblationConfig(dg.Config):
     """Which ablations (names as in docs/ABLATION.md; empty = all), seeds and training length."""
 
-    ablations: list[str] = []
-    seeds: list[int] = [0, 1, 2]
-    epochs_per_stage: int | None = None
-    synthetic_seed: int = 7
-    n_users: int = 200
-    n_servers: int = 40
-    days: int = 14
+    ablations: list[str] = Field(default_factory=list, description="ablations to run (names as in docs/ABLATION.md); empty = all")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="model seeds per ablation")
+    epochs_per_stage: int | None = Field(default=None, description="overrides every curriculum stage's epochs")
+    synthetic_seed: int = Field(default=7, description="seed of the synthetic data the ablations use")
+    n_users: int = Field(default=200, description="synthetic users")
+    n_servers: int = Field(default=40, description="synthetic servers")
+    days: int = Field(default=14, description="synthetic days")
 
 
 @dg.op(description="Train the claimed-better and alternative variant of each ablation over seeds and compare.")

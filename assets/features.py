@@ -3,6 +3,7 @@
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from anomaly_pipeline.graph import (
     EVENT_FEATURES,
@@ -18,14 +19,14 @@ from .common import OWNERS
 class GraphWindowsConfig(dg.Config):
     """How time is cut into windows (hours) and how many past snapshots each event sees."""
 
-    stride_hours: float = 1.0
-    window_hours: float = 2.0
-    history: int = 6
-    train_fraction: float = 0.6
-    validation_fraction: float = 0.2
-    adaptive_events_per_bucket: int | None = None
-    coarse_stride_hours: float | None = 24.0
-    coarse_history: int = 7
+    stride_hours: float = Field(default=1.0, description="hours between snapshot starts")
+    window_hours: float = Field(default=2.0, description="hours each snapshot covers")
+    history: int = Field(default=6, description="past snapshots each event's sequence sees")
+    train_fraction: float = Field(default=0.6, description="earliest share of time used for training")
+    validation_fraction: float = Field(default=0.2, description="next share of time used for validation (thresholds, calibration); the rest is test")
+    adaptive_events_per_bucket: int | None = Field(default=None, description="cut snapshots by event count instead of fixed hours (unset = fixed hours)")
+    coarse_stride_hours: float | None = Field(default=24.0, description="stride of the coarse (multi-scale) snapshots; unset = no coarse scale")
+    coarse_history: int = Field(default=7, description="coarse snapshots of history")
 
 
 @dg.asset(group_name="features", kinds={"pytorch", "numpy"}, owners=OWNERS)

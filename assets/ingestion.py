@@ -8,7 +8,7 @@ import pandas as pd
 
 from anomaly_pipeline.schema import describe_contract
 
-from .common import OWNERS, md_table
+from .common import OWNERS, md_table, table_metadata
 from .resources import EventSourceResource
 
 
@@ -35,6 +35,7 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSourceResou
         "event_types": dg.MetadataValue.json(events["event_type"].fillna("(unparsed)").value_counts().astype(int).to_dict()),
         "contract": dg.MetadataValue.md(describe_contract()),
         "preview": md_table(events.drop(columns=["parse_error", "raw_excerpt"], errors="ignore"), 10),
+        **table_metadata(events),
     }
     if event_source.kind == "synthetic" and labelled.any():
         from anomaly_pipeline.sources.synthetic import campaign_summary

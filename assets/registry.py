@@ -21,7 +21,7 @@ from anomaly_pipeline.schema import EVENT_COLUMNS
 
 from .common import OWNERS
 from .evaluation import ModelEvaluation
-from .resources import MlflowResource, StateResource
+from .resources import EventSourceResource, MlflowResource, StateResource
 from .training import TrainedHybrid
 
 MODEL_CODE = Path(registry.__file__).with_name("mlflow_model.py")
@@ -39,6 +39,11 @@ class RegisteredModel:
     extra: dict = field(default_factory=dict)
 
 
+# Per detector, the figures worth a chart (the full table with thresholds and counts is the
+# evaluation/comparison artifact): 58 single-bar charts, many of them zeros, helped nobody.
+EVAL_METRICS = ("roc_auc", "average_precision", "tpr", "precision", "alerts_per_day")  # tpr etc. at the first FPR
+
+
 @dg.asset(group_name="registry", kinds={"mlflow"}, owners=OWNERS)
 def registered_model(
     context: dg.AssetExecutionContext,
@@ -47,6 +52,7 @@ def registered_model(
     model_evaluation: ModelEvaluation,
     mlflow_resource: MlflowResource,
     state: StateResource,
+    event_source: EventSourceResource,
 ) -> dg.Output[RegisteredModel]:
     """The hybrid model in MLflow: parameters, per-epoch metrics, the evaluation table and plots,
     the Great Expectations summary, a model card, the drift reference (training features and
@@ -58,23 +64,27 @@ def registered_model(
     train_ts = ts[graph_windows.events["split"] == "train"]
     tags = {"dagster_run_id": context.run_id, "data_window": f"{ts.min()}..{ts.max()}",
             "train_window": f"{train_ts.min()}..{train_ts.max()}", registry.GIT_COMMIT_TAG: registry.git_commit()}
+    run_tags = {**tags, "mlflow.note.content": _run_description(context.run_id, tags, model_evaluation)}
     work = state.run_dir("reports", context.run_id)
     validation = _validation_summary(context)
     # The drift reference: this model's own scores and features on its training split.
     train_idx = graph_windows.split_index("train")
     reference = drift_frame(graph_windows, train_idx, hybrid_model.load().decision_function(graph_windows, train_idx))
-    with registry.training_run(config, run_name=f"hybrid-{context.run_id[:8]}", tags=tags) as run:
+    with registry.training_run(config, run_name=f"hybrid-{context.run_id[:8]}", tags=run_tags) as run:
         mlflow.log_params({k: v for k, v in hybrid_model.params.items()})
         mlflow.log_params({f"window_{k}": v for k, v in graph_windows.config.__dict__.items()})
+        _log_datasets(graph_windows, event_source.describe())
+        # Metric names are grouped by their prefix in the MLflow UI: the headline figures first,
+        # training curves under train/, every detector's evaluation under eval/<detector>/.
         for stats in hybrid_model.history:
-            mlflow.log_metrics({"train_loss": stats.train_loss, "validation_loss": stats.validation_loss,
-                                "validation_link_auc": stats.validation_link_auc,
-                                f"stage.{stats.stage}.validation_loss": stats.validation_loss}, step=stats.epoch)
+            mlflow.log_metrics({"train/loss": stats.train_loss, "train/validation_loss": stats.validation_loss,
+                                "train/validation_link_auc": stats.validation_link_auc,
+                                f"train/stage/{stats.stage}/validation_loss": stats.validation_loss}, step=stats.epoch)
         # Stage boundaries: the first global epoch of each curriculum stage.
         boundaries = {h.stage: h.epoch for h in reversed(hybrid_model.history)}
         mlflow.set_tags({f"curriculum.stage_start.{name}": str(epoch) for name, epoch in boundaries.items()})
         for detector, values in model_evaluation.metrics.items():
-            mlflow.log_metrics({f"{detector}.{k}": v for k, v in values.items()})
+            mlflow.log_metrics({f"eval/{detector}/{k}": v for k, v in values.items() if k in EVAL_METRICS})
         hybrid_metrics = model_evaluation.metrics[model_evaluation.hybrid_name]
         mlflow.log_metrics({"roc_auc": hybrid_metrics["roc_auc"], "average_precision": hybrid_metrics["average_precision"],
                             "train_seconds": hybrid_model.train_seconds})
@@ -132,6 +142,7 @@ def registered_model(
             "promotion_reason": decision.reason,
             "mlflow_run_id": run_id,
             "mlflow_tracking_uri": config.tracking_uri,
+            **mlflow_resource.links(run_id=run_id, experiment_id=run.info.experiment_id, version=version.version),
             "model_uri": f"models:/{config.model_name}/{version.version}",
             "challenger_score": decision.challenger_score,
             "champion_version_before": decision.champion_version or "none",
@@ -142,6 +153,23 @@ def registered_model(
             "gx_validation": dg.MetadataValue.json(validation),
         },
     )
+
+
+def _run_description(dagster_run_id: str, tags: dict[str, str], evaluation: ModelEvaluation) -> str:
+    """The run's description in the MLflow UI (its note): what was trained on what, and the gate."""
+    return (f"Hybrid GNN-LSTM trained by Dagster run {dagster_run_id} on {tags['train_window']} "
+            f"(data {tags['data_window']}, commit {tags[registry.GIT_COMMIT_TAG][:12]}). Quality gate: "
+            f"{evaluation.gate_reason}. The model card (model_card.md) and evaluation/comparison.md say more.")
+
+
+def _log_datasets(graph_windows: GraphWindows, source: str) -> None:
+    """The training, validation and test events as MLflow dataset inputs (schema, profile and digest;
+    the rows stay in the pipeline's storage), so the run says what it learned from."""
+    columns = [c for c in EVENT_COLUMNS if c in graph_windows.events.columns]
+    for split in ("train", "validation", "test"):
+        frame = graph_windows.events.loc[graph_windows.events["split"] == split, columns]
+        dataset = mlflow.data.from_pandas(frame, source=source, name=f"events-{split}")
+        mlflow.log_input(dataset, context="training" if split == "train" else split)
 
 
 def _champion_score_on_test_window(

@@ -8,9 +8,11 @@ instances per environment, so no asset contains an ``if local`` branch.
 import pickle
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from anomaly_pipeline import settings
 
@@ -18,7 +20,7 @@ from anomaly_pipeline import settings
 class StateResource(dg.ConfigurableResource):
     """The project's state folder (``ANOMALY_PIPELINE_HOME``): reports, checkpoints, models."""
 
-    home: str
+    home: str = Field(description="the state folder (ANOMALY_PIPELINE_HOME)")
 
     @property
     def paths(self) -> settings.StatePaths:
@@ -40,17 +42,17 @@ class EventSourceResource(dg.ConfigurableResource):
     reason and go to quarantine downstream.
     """
 
-    kind: Literal["synthetic", "file"] = "synthetic"
-    path: str | None = None
-    file_format: str = "auto"
-    redteam_path: str | None = None
-    seed: int = 7
-    n_users: int = 120
-    n_servers: int = 30
-    days: int = 10
-    events_per_user_day: float = 60.0
-    attacks: bool = True
-    drift_start_day: int | None = None
+    kind: Literal["synthetic", "file"] = Field(default="synthetic", description="synthetic (the embedded generator) or file")
+    path: str | None = Field(default=None, description="the log file for kind=file (gzip allowed)")
+    file_format: str = Field(default="auto", description="auto (detected from the first lines), canonical, lanl, zeek, darpa, ocsf or windows")
+    redteam_path: str | None = Field(default=None, description="LANL red-team file whose lines label the events")
+    seed: int = Field(default=7, description="synthetic: random seed")
+    n_users: int = Field(default=120, description="synthetic: users")
+    n_servers: int = Field(default=30, description="synthetic: servers")
+    days: int = Field(default=10, description="synthetic: days from 2026-01-05")
+    events_per_user_day: float = Field(default=60.0, description="synthetic: mean events per user and day")
+    attacks: bool = Field(default=True, description="synthetic: insert the five attack campaigns")
+    drift_start_day: int | None = Field(default=None, description="synthetic: day the reorganisation drift starts (unset = none)")
 
     def describe(self) -> str:
         if self.kind == "file":
@@ -84,11 +86,15 @@ class EventSourceResource(dg.ConfigurableResource):
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking and registry (a project-owned resource over the MLflow client)."""
 
-    tracking_uri: str
-    registry_uri: str | None = None
-    artifact_location: str | None = None
-    experiment: str = "anomaly-pipeline"
-    model_name: str = settings.MODEL_NAME
+    tracking_uri: str = Field(description="MLflow tracking store: sqlite:///... locally, http://host:5000 in production")
+    registry_uri: str | None = Field(default=None, description="model registry store; unset = the tracking store")
+    artifact_location: str | None = Field(
+        default=None, description="artifact root of a new experiment (a local folder or an object-store URI)")
+    experiment: str = Field(default="anomaly-pipeline", description="MLflow experiment of the training and drift runs")
+    model_name: str = Field(default=settings.MODEL_NAME, description="registered model name the champion lives under")
+    ui_url: str | None = Field(
+        default=None, description="MLflow UI the Dagster metadata links to; unset = the tracking server when it is "
+        "http(s), else nothing (locally `anomaly-pipeline ui` serves it at http://127.0.0.1:5000)")
 
     def registry_config(self) -> Any:
         from anomaly_pipeline.registry import RegistryConfig
@@ -106,6 +112,34 @@ class MlflowResource(dg.ConfigurableResource):
 
         return configure(self.registry_config())
 
+    @property
+    def ui_base(self) -> str | None:
+        """Where the MLflow UI answers, or None when there is none to link to."""
+        if self.ui_url:
+            return self.ui_url.rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return None
+
+    def links(self, *, run_id: str | None = None, experiment_id: str | None = None, version: str | None = None,
+              artifact: str | None = None) -> dict[str, dg.MetadataValue]:
+        """Dagster metadata links into the MLflow UI: the run, the model version page, and an
+        artifact served by the tracking server (``get-artifact``, so an HTML report opens in the
+        browser). Empty when no UI is known."""
+        base = self.ui_base
+        if base is None:
+            return {}
+        out: dict[str, dg.MetadataValue] = {}
+        if run_id and experiment_id:
+            out["mlflow_run_url"] = dg.MetadataValue.url(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
+        if version:
+            out["mlflow_model_version_url"] = dg.MetadataValue.url(
+                f"{base}/#/models/{quote(self.model_name)}/versions/{version}")
+        if run_id and artifact:
+            out["mlflow_artifact_url"] = dg.MetadataValue.url(
+                f"{base}/get-artifact?path={quote(artifact)}&run_uuid={run_id}")
+        return out
+
 
 class LocalStateIOManager(dg.ConfigurableIOManager):
     """Stores asset values under the state folder: DataFrames as Parquet, anything else pickled.
@@ -114,7 +148,7 @@ class LocalStateIOManager(dg.ConfigurableIOManager):
     pipeline only through MLflow as state dicts plus JSON (no pickled code).
     """
 
-    base_dir: str
+    base_dir: str = Field(description="folder asset values are stored in")
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
         key = context.asset_key.path if context.has_asset_key else [context.name]

@@ -1,9 +1,14 @@
 """The daily scoring path: daily_events -> scored_events / alerts -> daily_drift_report.
 
-Partitioned by UTC day, separate from the unpartitioned training pipeline (raw_events ...
-registered_model), which it touches only through the MLflow registry: scoring loads
-``models:/<name>@champion`` at run time, so promoting or rolling back a model changes what the
-next partition is scored with, without any asset dependency between the two graphs.
+Partitioned by UTC day, in its own job apart from the unpartitioned training pipeline (raw_events
+... registered_model). Scoring loads ``models:/<name>@champion`` at run time, so promoting or
+rolling back a model changes what the next partition is scored with; scored_events and alerts
+declare ``registered_model`` as a dependency so the lineage shows where their model comes from.
+
+The partitions cover the days the configured source has (``partition_days``): the embedded
+synthetic default's ten days, or from ``ANOMALY_PIPELINE_PARTITION_START`` (and up to
+``ANOMALY_PIPELINE_PARTITION_END`` when set) for a real source. A day without events is its own
+outcome (daily_events says so; scoring and drift are skipped), not a quarantine-rate failure.
 
 Each partition's tables are Parquet files under ``$ANOMALY_PIPELINE_HOME/data/daily/<asset>/<day>.parquet``
 (one file per day, so backfills of many days never overwrite each other); the assets return
@@ -13,6 +18,7 @@ their figures as metadata and the path of their file.
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -24,16 +30,38 @@ from pydantic import Field
 from anomaly_pipeline import registry
 from anomaly_pipeline.drift import compute_drift, drift_frame, score_drift
 from anomaly_pipeline.mlflow_model import load_pyfunc
+from anomaly_pipeline.sources.synthetic import SyntheticConfig
 from anomaly_pipeline.validation import ValidationPolicy, validate_events
 
-from .common import OWNERS, md_table
+from .common import OWNERS, md_table, table_metadata
 from .resources import EventSourceResource, MlflowResource, StateResource
 
 PARTITION_START_ENV = "ANOMALY_PIPELINE_PARTITION_START"
-# The synthetic default starts on 2026-01-05; a real source sets its first day in the environment.
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get(PARTITION_START_ENV, "2026-01-01"), timezone="UTC"
-)
+PARTITION_END_ENV = "ANOMALY_PIPELINE_PARTITION_END"
+EVENTS_PATH_ENV = "ANOMALY_PIPELINE_EVENTS_PATH"
+
+
+def partition_days(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """First day and exclusive end day (None: open-ended, up to yesterday) of the daily partitions.
+
+    Explicit ``ANOMALY_PIPELINE_PARTITION_START`` / ``_END`` win. Without an events file configured
+    the source is the embedded synthetic default, whose days are known, so the partitions are
+    exactly those days and a schedule ticking after them skips instead of failing every night. A
+    configured file without a start falls back to the synthetic start, open-ended; set the start
+    to the file's first day.
+    """
+    env = os.environ if environ is None else environ
+    default = EventSourceResource()
+    first = pd.Timestamp(SyntheticConfig().start)
+    start = env.get(PARTITION_START_ENV) or first.strftime("%Y-%m-%d")
+    end = env.get(PARTITION_END_ENV) or None
+    if end is None and not env.get(PARTITION_START_ENV) and not env.get(EVENTS_PATH_ENV):
+        end = (first + pd.Timedelta(days=default.days)).strftime("%Y-%m-%d")
+    return start, end
+
+
+_START, _END = partition_days()
+daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, end_date=_END, timezone="UTC")
 DAILY_GROUP = "daily_scoring"
 ALERT_COLUMNS = [
     "event_id", "ts", "event_type", "user", "src_host", "dst_host", "process", "dst_port",
@@ -65,8 +93,8 @@ def _read_partition(state: StateResource, asset: str, day: str, upstream_hint: s
 class DailyEventsConfig(dg.Config):
     """Validation policy of a day's events (as for validated_events)."""
 
-    order_tolerance_s: float = 3600.0
-    max_quarantine_rate: float = 0.05
+    order_tolerance_s: float = Field(default=3600.0, description="seconds a line may go back in time before it is quarantined as out of order")
+    max_quarantine_rate: float = Field(default=0.05, description="share of quarantined rows above which the blocking check stops the day's scoring")
 
 
 @dg.asset(
@@ -100,23 +128,29 @@ def daily_events(
     rate = result.rows_quarantined / max(result.rows_read, 1)
     counts = {"rows_read": result.rows_read, "rows_valid": result.rows_valid,
               "rows_quarantined": result.rows_quarantined, "quarantine_rate": round(rate, 6)}
-    context.log.info(f"{day}: {result.rows_valid} valid, {result.rows_quarantined} quarantined of {result.rows_read}")
+    empty = result.rows_read == 0
+    outcome = (f"no events for {day} in {event_source.describe()}: nothing to score; scoring and drift "
+               "are skipped for this day" if empty else
+               f"{result.rows_valid} valid, {result.rows_quarantined} quarantined of {result.rows_read}")
+    (context.log.warning if empty else context.log.info)(f"{day}: {outcome}")
     yield dg.MaterializeResult(
         metadata={
             **counts,
+            "outcome": outcome,
             "day": day,
             "source": event_source.describe(),
             "gx_success": result.gx_success,
+            **table_metadata(result.valid),
             "path": dg.MetadataValue.path(str(valid_path)),
         }
     )
-    passed = rate <= config.max_quarantine_rate and result.rows_valid > 0
+    passed = empty or (rate <= config.max_quarantine_rate and result.rows_valid > 0)
     yield dg.AssetCheckResult(
         check_name="daily_quarantine_rate_below_threshold",
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={**counts, "max_quarantine_rate": config.max_quarantine_rate},
-        description=None if passed else (
+        description=outcome if empty else None if passed else (
             f"{day}: no valid events from {event_source.describe()}: check the source covers this day"
             if result.rows_valid == 0 else
             f"{day}: {rate:.2%} of rows quarantined (limit {config.max_quarantine_rate:.2%}); "
@@ -136,13 +170,13 @@ class ScoringConfig(dg.Config):
     specs=[
         dg.AssetSpec(
             "scored_events", group_name=DAILY_GROUP, kinds={"pytorch", "parquet"}, owners=OWNERS,
-            deps=["daily_events"], partitions_def=daily_partitions,
+            deps=["daily_events", "registered_model"], partitions_def=daily_partitions, skippable=True,
             description="Every event of the day with the champion's anomaly score, calibrated tail "
             "(share of validation events scoring as high), alert flag and rank (1 = most anomalous).",
         ),
         dg.AssetSpec(
             "alerts", group_name=DAILY_GROUP, kinds={"pandas", "parquet"}, owners=OWNERS,
-            deps=["daily_events"], partitions_def=daily_partitions,
+            deps=["daily_events", "registered_model"], partitions_def=daily_partitions, skippable=True,
             description="The day's events above the champion's alert threshold, ranked, each with its "
             "score, the threshold and the model version that raised it.",
         ),
@@ -165,7 +199,9 @@ def scored_events(
         context.log.warning(f"no daily_events for lookback day(s) {missing}: the day's first windows get less history")
     today = _read_partition(state, "daily_events", day, "daily_events")
     if today.empty:
-        raise dg.Failure(f"daily_events {day} has no valid events: nothing to score")
+        # An empty day (see daily_events' outcome): nothing is materialized, drift is skipped.
+        context.log.warning(f"daily_events {day} has no events: scored_events, alerts and the day's drift are skipped")
+        return
     events = pd.concat([*frames, today], ignore_index=True)
 
     reg = mlflow_resource.registry_config()
@@ -196,7 +232,7 @@ def scored_events(
     context.log.info(f"{day}: scored {len(scored)} events with {model_uri} (version {mv.version}) in "
                      f"{seconds:.1f} s; {len(alerts)} alerts above {period.threshold:.3f}")
     common = {"model_uri": model_uri, "model_version": str(mv.version), "threshold": period.threshold,
-              "mlflow_run_id": mv.run_id or "", "day": day}
+              "mlflow_run_id": mv.run_id or "", "day": day, **mlflow_resource.links(version=str(mv.version))}
     labelled = scored["label"].notna() if "label" in scored else pd.Series(False, index=scored.index)
     yield dg.MaterializeResult(
         asset_key="scored_events",
@@ -208,6 +244,7 @@ def scored_events(
             "score_median": float(np.median(scored["score"])) if len(scored) else 0.0,
             "seconds": round(seconds, 2),
             "attack_events": int(scored.loc[labelled, "label"].sum()) if labelled.any() else 0,
+            **table_metadata(scored),
             "path": dg.MetadataValue.path(str(scored_path)),
         },
     )
@@ -219,9 +256,20 @@ def scored_events(
             "alerts": len(alerts),
             "alert_rate": round(len(alerts) / max(len(scored), 1), 6),
             "top_alerts": md_table(top) if len(top) else "none",
+            **table_metadata(alerts),
             "path": dg.MetadataValue.path(str(alerts_path)),
         },
     )
+
+
+def drift_verdict(drift_share: float, threshold: float, evidently_dataset_drift: bool) -> str:
+    """One sentence saying which of the two drift verdicts acts: ours (the share of drifted columns
+    against ``threshold``, which alerts and triggers drift_retrain_sensor) and Evidently's own
+    ``dataset_drift`` (its default 0.5 share), shown beside it but never acted on."""
+    ours = (f"drifted: share {drift_share:.3f} >= threshold {threshold} -> drift_retrain_sensor retrains"
+            if drift_share >= threshold else f"not drifted: share {drift_share:.3f} < threshold {threshold}")
+    theirs = "detected" if evidently_dataset_drift else "NOT detected"
+    return f"{ours}. Evidently's own dataset_drift ({theirs}, at its 0.5 share) is informational only."
 
 
 # Novelty and gap features count against the history the scorer was given: the training split saw
@@ -237,7 +285,7 @@ class DailyDriftConfig(dg.Config):
     # Measured in the drift demo's setting (12 compared columns, 40 users, champion trained on 7
     # quiet days): quiet days 0.0 - 0.083 (at most the score), days after the reorganisation switch
     # 0.167 - 0.25 (hour of day, durations). 0.15 = two or more columns.
-    drift_share_threshold: float = 0.15
+    drift_share_threshold: float = Field(default=0.15, description="share of drifted columns at or above which the day counts as drifted and drift_retrain_sensor retrains (Evidently's own dataset_drift verdict, shown beside it, uses 0.5)")
     exclude_columns: list[str] = Field(default_factory=lambda: list(HISTORY_DEPENDENT),
                                        description="monitored columns left out of the comparison")
 
@@ -290,6 +338,7 @@ def daily_drift_report(
             "drift_share": result.drift_share,
             "drift_share_threshold": config.drift_share_threshold,
             "dataset_drift": result.dataset_drift,
+            "verdict": drift_verdict(result.drift_share, config.drift_share_threshold, result.dataset_drift),
             "drifted_columns": ", ".join(result.drifted_columns) or "none",
             "drifted_columns_list": dg.MetadataValue.json(result.drifted_columns),
             "score_drift": dg.MetadataValue.json(on_scores or {}),
@@ -300,7 +349,10 @@ def daily_drift_report(
             "reference_rows": result.reference_rows_total,
             "current_rows": result.current_rows_total,
             "report_html": dg.MetadataValue.path(str(result.html_path)),
+            "report_file_url": dg.MetadataValue.url(result.html_path.resolve().as_uri()),
             "mlflow_run_id": run.info.run_id,
+            **mlflow_resource.links(run_id=run.info.run_id, experiment_id=experiment,
+                                    artifact=f"drift/{result.html_path.name}"),
             "mlflow_artifact": artifact_uri,
             "column_scores": md_table(result.column_scores.round(4), 40),
         }

@@ -29,12 +29,12 @@ class CurriculumStageConfig(dg.Config):
     """One curriculum stage: negatives random | hard | mixed, optional shorter history (snapshots),
     optional adversarial feature perturbation (0 = off), coarse (daily) history on or off."""
 
-    name: str
-    epochs: int = 2
-    negatives: str = "random"
-    history: int | None = None
-    adversarial_eps: float = 0.0
-    multi_scale: bool = True
+    name: str = Field(description="stage name (shown in MLflow and the training plot)")
+    epochs: int = Field(default=2, description="epochs of this stage")
+    negatives: str = Field(default="random", description="negative sampling: random, hard (popular nodes of the right type: plausible but unseen edges) or mixed")
+    history: int | None = Field(default=None, description="snapshots of history in this stage; unset = the window config's")
+    adversarial_eps: float = Field(default=0.0, description="adversarial feature perturbation (0 = off)")
+    multi_scale: bool = Field(default=True, description="coarse (daily) history on in this stage")
 
 
 def _default_curriculum() -> list[CurriculumStageConfig]:
@@ -48,25 +48,26 @@ def _default_curriculum() -> list[CurriculumStageConfig]:
 class HybridTrainingConfig(dg.Config):
     """Hyper-parameters of the hybrid GNN-LSTM (shown in the Launchpad)."""
 
-    curriculum: list[CurriculumStageConfig] = Field(default_factory=_default_curriculum)
+    curriculum: list[CurriculumStageConfig] = Field(default_factory=_default_curriculum,
+                                                   description="the curriculum stages, trained in order")
     epochs_per_stage: int | None = Field(default=None, description="overrides every stage's epochs")
-    hidden: int = 32
-    hops: int = 2
-    gat_heads: int = 2
-    attention: bool = True
-    heterogeneous: bool = True
-    bidirectional: bool = True
-    fusion: str = "cross_attention"
+    hidden: int = Field(default=32, description="hidden width of every layer")
+    hops: int = Field(default=2, description="GNN message-passing layers")
+    gat_heads: int = Field(default=2, description="attention heads of the GAT layers")
+    attention: bool = Field(default=True, description="GAT attention in the first message-passing layer (False = GCN layers only)")
+    heterogeneous: bool = Field(default=True, description="per-relation message passing over the typed graph (False = one homogeneous graph)")
+    bidirectional: bool = Field(default=True, description="bidirectional LSTM")
+    fusion: str = Field(default="cross_attention", description="how graph and sequence states combine: cross_attention, concat, early or spatial_only")
     multi_scale: bool = Field(default=True, description="coarse (daily) history next to the fine one")
-    learning_rate: float = 3e-3
+    learning_rate: float = Field(default=3e-3, description="Adam learning rate")
     supervised_weight: float = Field(default=0.0, description="multi-task attack head on labelled events; 0 = off")
     joint: bool = Field(default=True, description="joint end-to-end training; False = sequential")
-    chunk_buckets: int = 12
-    max_events_per_chunk: int = 4096
-    patience: int = 2
-    seed: int = 0
-    device: str = "auto"
-    alert_fpr: float = 0.01
+    chunk_buckets: int = Field(default=12, description="snapshots per training chunk (memory bound)")
+    max_events_per_chunk: int = Field(default=4096, description="scored events per chunk (memory bound)")
+    patience: int = Field(default=2, description="epochs without validation improvement before a stage stops early")
+    seed: int = Field(default=0, description="random seed (weights, sampling)")
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda")
+    alert_fpr: float = Field(default=0.01, description="false-positive rate on validation scores that sets the alert threshold")
 
 
 @dataclass
@@ -154,7 +155,7 @@ class BaselinesConfig(dg.Config):
     """Which baselines to fit (names: heuristic_rules, isolation_forest, one_class_svm, midas_r,
     midas_f, and the ablation baselines static_gnn and lstm_only, which train a network each)."""
 
-    baselines: list[str] = ["heuristic_rules", "isolation_forest", "one_class_svm", "midas_r", "midas_f"]
+    baselines: list[str] = Field(default_factory=lambda: ["heuristic_rules", "isolation_forest", "one_class_svm", "midas_r", "midas_f"], description="baselines fitted on the same split: heuristic_rules, isolation_forest, one_class_svm, midas_r, midas_f, static_gnn, lstm_only")
 
 
 def _baseline(name: str):

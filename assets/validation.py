@@ -3,17 +3,18 @@
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from anomaly_pipeline.validation import ValidationPolicy, validate_events
 
-from .common import OWNERS, md_table
+from .common import OWNERS, md_table, table_metadata
 
 
 class ValidationConfig(dg.Config):
     """Validation policy (shown in the Launchpad)."""
 
-    order_tolerance_s: float = 3600.0
-    max_quarantine_rate: float = 0.05
+    order_tolerance_s: float = Field(default=3600.0, description="seconds a line may go back in time before it is quarantined as out of order")
+    max_quarantine_rate: float = Field(default=0.05, description="share of quarantined rows above which the blocking check stops the run")
 
 
 @dg.multi_asset(
@@ -60,6 +61,7 @@ def validate_raw_events(context: dg.AssetExecutionContext, config: ValidationCon
             **counts,
             "gx_success": result.gx_success,
             "expectations": md_table(result.expectations, 40),
+            **table_metadata(result.valid),
         },
     )
     reasons = pd.DataFrame(list(result.reason_counts.items()), columns=["reason", "rows"])
@@ -69,6 +71,7 @@ def validate_raw_events(context: dg.AssetExecutionContext, config: ValidationCon
         metadata={
             **counts,
             "top_reasons": md_table(reasons) if len(reasons) else "none",
+            **table_metadata(result.quarantined),
             "preview": md_table(result.quarantined, 10) if len(result.quarantined) else "none",
         },
     )

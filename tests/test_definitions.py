@@ -38,3 +38,17 @@ def test_blocking_quarantine_check_exists():
         defs.resolve_asset_graph().asset_check_keys
     )
     del checks
+
+
+def test_every_launchpad_field_says_what_it_does() -> None:
+    """Every op-config and resource field carries a description, which the Launchpad shows."""
+    import importlib
+    import inspect
+
+    missing = []
+    for module in ("assets.evaluation", "assets.monitoring", "assets.training", "assets.experiments",
+                   "assets.features", "assets.validation", "assets.scoring", "assets.resources"):
+        for name, cls in inspect.getmembers(importlib.import_module(module), inspect.isclass):
+            if cls.__module__ == module and issubclass(cls, dg.Config | dg.ConfigurableResource):
+                missing += [f"{name}.{f}" for f, info in cls.model_fields.items() if not info.description]
+    assert not missing, f"fields without a description: {missing}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -60,7 +61,7 @@ def test_rerun_adds_a_model_version_with_metrics_and_aliases(pipeline_runs):
     assert "challenger" not in client.get_model_version(second["registered_model"], "1").aliases
     version = client.get_model_version(second["registered_model"], second["model_version"])
     run = client.get_run(version.run_id)
-    assert {"roc_auc", "average_precision", "isolation_forest.roc_auc", "drift_share"} <= set(run.data.metrics)
+    assert {"roc_auc", "average_precision", "eval/isolation_forest/roc_auc", "drift_share"} <= set(run.data.metrics)
     assert run.data.tags["dagster_run_id"] == second["dagster_run_id"]
     assert version.tags["promotion_decision"] in {"promoted", "kept_champion", "gate_failed"}
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "evaluation")}
@@ -109,3 +110,50 @@ def test_drift_sensor_requests_one_retrain_per_drift_materialization(pipeline_ru
     again = dg.build_sensor_context(instance=instance, cursor=context.cursor)
     result = drift_retrain_sensor(again)
     assert isinstance(result, dg.SkipReason) and "already handled" in result.skip_message
+
+
+def test_mlflow_tells_a_model_training_story_and_dagster_links_to_it(pipeline_runs):
+    home, _, second = pipeline_runs
+    client = MlflowClient(tracking_uri=second["mlflow_tracking_uri"])
+    version = client.get_model_version(second["registered_model"], second["model_version"])
+    run = client.get_run(version.run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    # The MLflow UI opens a model-training experiment on its runs, not on the GenAI overview.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "hybrid GNN-LSTM" in experiment.tags["mlflow.note.content"]
+    assert run.data.tags["mlflow.note.content"].startswith("Hybrid GNN-LSTM trained by Dagster run")
+    contexts = {d.tags[0].value for d in run.inputs.dataset_inputs}
+    assert contexts == {"training", "validation", "test"}
+    assert all(d.dataset.source_type and d.dataset.schema for d in run.inputs.dataset_inputs)
+    assert any(k.startswith("train/") for k in run.data.metrics) and "eval/hybrid_gnn_lstm/roc_auc" in run.data.metrics
+    instance = dagster_instance(settings.state_paths(home))
+    meta = instance.fetch_materializations(dg.AssetKey("registered_model"), limit=1).records[0] \
+        .event_log_entry.asset_materialization.metadata
+    base = "http://127.0.0.1:5000"
+    assert meta["mlflow_model_version_url"].value == \
+        f"{base}/#/models/{second['registered_model']}/versions/{second['model_version']}"
+    assert meta["mlflow_run_url"].value == f"{base}/#/experiments/{run.info.experiment_id}/runs/{version.run_id}"
+    drift = instance.fetch_materializations(dg.AssetKey("drift_report"), limit=1).records[0] \
+        .event_log_entry.asset_materialization.metadata
+    assert drift["mlflow_artifact_url"].value.startswith(f"{base}/get-artifact?path=drift/")
+    assert drift["verdict"].value.endswith("is informational only.")
+    validated = instance.fetch_materializations(dg.AssetKey("validated_events"), limit=1).records[0]
+    assert validated.event_log_entry.asset_materialization.metadata["dagster/row_count"].value > 1000
+
+
+def test_a_copied_state_folder_writes_nothing_under_the_old_one(pipeline_runs, tmp_path):
+    import shutil
+
+    home, _, _ = pipeline_runs
+    copy = tmp_path / "moved"
+    shutil.copytree(home, copy, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in Path(home).rglob("*") if p.is_file()}
+    third = run_full_pipeline(str(copy), run_config=FAST_CONFIG, resources={"event_source": TINY_SOURCE})
+    after = {p: p.stat().st_mtime_ns for p in Path(home).rglob("*") if p.is_file()}
+    assert after == before, "a run on the copy wrote under the original state folder"
+    client = MlflowClient(tracking_uri=third["mlflow_tracking_uri"])
+    run = client.get_run(client.get_model_version(third["registered_model"], third["model_version"]).run_id)
+    assert run.info.artifact_uri.startswith((copy / "mlartifacts").resolve().as_uri())
+    # Versions registered before the move still load, from the copy.
+    mlflow.set_tracking_uri(third["mlflow_tracking_uri"])
+    assert mlflow.pyfunc.load_model(f"models:/{third['registered_model']}/1") is not None
