@@ -146,3 +146,11 @@ def test_ci_script_starts_postgres_once_and_reuses_it():
     finally:
         subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def test_compose_publishes_the_unauthenticated_uis_on_loopback_by_default():
+    services = yaml.safe_load((INFRA / "compose.yaml").read_text())["services"]
+    published = [p for s in services.values() for p in s.get("ports", [])]
+    assert published, "the UIs are published"
+    for port in published:
+        assert str(port).startswith("${ANOMALY_PIPELINE_BIND:-127.0.0.1}:"), port
