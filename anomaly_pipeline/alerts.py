@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from anomaly_pipeline.redact import redact_text, redact_url
+
 WEBHOOK_ENV = "ANOMALY_PIPELINE_ALERT_WEBHOOK"
 TIMEOUT_ENV = "ANOMALY_PIPELINE_ALERT_TIMEOUT_S"
 ALERT_KINDS: tuple[str, ...] = ("drift", "run_failure", "quality_gate", "detection")
@@ -43,7 +45,7 @@ class AlertSink:
             log works); default this module's logger.
     """
 
-    webhook_url: str | None = None
+    webhook_url: str | None = field(default=None, repr=False)  # carries a token: shown redacted
     timeout_s: float = DEFAULT_TIMEOUT_S
     log: Any = None
     delivered: int = field(default=0, repr=False)  # webhook deliveries that got a 2xx answer
@@ -54,13 +56,21 @@ class AlertSink:
             self.webhook_url = self.webhook_url.strip() or None
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ValueError(
-                f"alert webhook URL {self.webhook_url!r} must start with http:// or https://; "
+                f"alert webhook URL {redact_url(self.webhook_url)!r} must start with http:// or https://; "
                 f"fix {WEBHOOK_ENV} or unset it for log-only alerts"
             )
         if not self.timeout_s > 0:
             raise ValueError(f"alert webhook timeout must be a positive number of seconds, got {self.timeout_s}")
         if self.log is None:
             self.log = logger
+
+    def __repr__(self) -> str:
+        return f"AlertSink(webhook={self.endpoint!r}, timeout_s={self.timeout_s})"
+
+    @property
+    def endpoint(self) -> str | None:
+        """The webhook as it may be printed: host and first path segment, token masked."""
+        return redact_url(self.webhook_url)
 
     @classmethod
     def from_env(cls, log: Any = None) -> AlertSink:
@@ -110,19 +120,20 @@ class AlertSink:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             self.failed += 1
-            self.log.error(f"alert webhook {self.webhook_url} answered HTTP {exc.code}; the alert is only in the log")
+            self.log.error(f"alert webhook {self.endpoint} answered HTTP {exc.code}; the alert is only in the log")
             return False
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             self.failed += 1
             self.log.error(
-                f"alert webhook {self.webhook_url} not reached within {self.timeout_s} s ({reason}); "
+                f"alert webhook {self.endpoint} not reached within {self.timeout_s} s "
+                f"({redact_text(str(reason))}); "
                 "the alert is only in the log"
             )
             return False
         if not 200 <= status < 300:
             self.failed += 1
-            self.log.error(f"alert webhook {self.webhook_url} answered HTTP {status}; the alert is only in the log")
+            self.log.error(f"alert webhook {self.endpoint} answered HTTP {status}; the alert is only in the log")
             return False
         self.delivered += 1
         return True

@@ -96,10 +96,18 @@ PRODUCTION_ENV = {
 }
 
 # Run tags that send a job to the GPU node pool under the Kubernetes run launcher (dagster-k8s):
-# the run pod requests one GPU and tolerates the pool's taint. Ignored by other run launchers.
+# the run pod requests one GPU, the CPU and memory training needs, and tolerates the pool's taint.
+# dagster-k8s merges a run's container_config shallowly onto the launcher's, so these resources
+# replace the launcher's CPU-run defaults whole (tests/test_infra_files.py renders the merge).
+# Ignored by other run launchers.
 GPU_RUN_TAGS: dict[str, object] = {
     "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                "limits": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+            }
+        },
         "pod_spec_config": {
             "node_selector": {"anomaly-pipeline/node-pool": "gpu"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],

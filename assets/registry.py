@@ -17,6 +17,7 @@ from anomaly_pipeline.drift import drift_frame
 from anomaly_pipeline.graph import EVENT_FEATURES, GraphWindows
 from anomaly_pipeline.mlflow_model import load_pyfunc, model_signature, to_model_input
 from anomaly_pipeline.model_card import ModelCard
+from anomaly_pipeline.redact import redact_url
 from anomaly_pipeline.schema import EVENT_COLUMNS
 
 from .common import OWNERS
@@ -141,7 +142,7 @@ def registered_model(
             "promotion_decision": decision.decision,
             "promotion_reason": decision.reason,
             "mlflow_run_id": run_id,
-            "mlflow_tracking_uri": config.tracking_uri,
+            "mlflow_tracking_uri": redact_url(config.tracking_uri),
             **mlflow_resource.links(run_id=run_id, experiment_id=run.info.experiment_id, version=version.version),
             "model_uri": f"models:/{config.model_name}/{version.version}",
             "challenger_score": decision.challenger_score,

@@ -15,6 +15,7 @@ import dagster as dg
 from dagster._core.errors import DagsterAssetCheckFailedError
 
 from anomaly_pipeline import settings
+from anomaly_pipeline.redact import redact_url
 from anomaly_pipeline.summary import write_summary
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "dagster.yaml"
@@ -103,7 +104,7 @@ def run_full_pipeline(
         "gate_reason": evaluation.gate_reason,
         "drift_share": drift["drift_share"],
         "drifted_columns": drift["drifted_columns"],
-        "mlflow_tracking_uri": registered.tracking_uri,
+        "mlflow_tracking_uri": redact_url(registered.tracking_uri),
         "mlflow_run_id": registered.run_id,
         "dagster_run_id": result.run_id,
         "wall_seconds": round(seconds, 1),

@@ -112,3 +112,22 @@ def test_refusals_say_what_is_wrong(monkeypatch) -> None:
     monkeypatch.setenv("ANOMALY_PIPELINE_ALERT_TIMEOUT_S", "soon")
     with pytest.raises(ValueError, match="not a number of seconds"):
         AlertSink.from_env()
+
+
+def test_webhook_tokens_never_reach_logs_or_reprs(caplog) -> None:
+    from anomaly_pipeline.redact import redact_url
+
+    secret = "XXXXSECRETTOKEN"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    sink = AlertSink(webhook_url=f"http://127.0.0.1:{closed_port}/services/T0/B0/{secret}?token={secret}", timeout_s=1)
+    assert secret not in repr(sink) and "services/***" in repr(sink)
+    with caplog.at_level(logging.WARNING, logger="anomaly_pipeline.alerts"):
+        assert sink.send("drift", "drifted", {}) is False
+    assert "not reached" in caplog.text and secret not in caplog.text
+    with pytest.raises(ValueError) as refused:
+        AlertSink(webhook_url=f"ftp://user:{secret}@host/{secret}")
+    assert secret not in str(refused.value)
+    assert redact_url(f"postgresql://dagster:{secret}@db:5432/dagster") == "postgresql://dagster:***@db:5432/dagster"
+    assert redact_url("sqlite:////tmp/state/mlflow.db") == "sqlite:////tmp/state/mlflow.db"

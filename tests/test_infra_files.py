@@ -146,3 +146,47 @@ def test_ci_script_starts_postgres_once_and_reuses_it():
     finally:
         subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def test_compose_publishes_the_unauthenticated_uis_on_loopback_by_default():
+    services = yaml.safe_load((INFRA / "compose.yaml").read_text())["services"]
+    published = [p for s in services.values() for p in s.get("ports", [])]
+    assert published, "the UIs are published"
+    for port in published:
+        assert str(port).startswith("${ANOMALY_PIPELINE_BIND:-127.0.0.1}:"), port
+
+
+def _snake(config: dict) -> dict:
+    keys = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
+            "podTemplateSpecMetadata": "pod_template_spec_metadata", "jobSpecConfig": "job_spec_config",
+            "jobMetadata": "job_metadata"}
+    return {keys.get(k, k): v for k, v in config.items()}
+
+
+def test_run_pods_get_the_resources_their_job_asks_for():
+    """The merge dagster-k8s does for a launched run (K8sContainerContext.create_for_run): the
+    launcher's config, then the code location's (only when includeConfigInLaunchedRuns is on), then
+    the run's tags. Retraining gets the GPU tags' resources; other runs the launcher's."""
+    container_context = pytest.importorskip("dagster_k8s.container_context", reason="dagster-k8s is in the dev extra")
+    dagster_k8s_job = pytest.importorskip("dagster_k8s.job")
+    from sensors.jobs import daily_scoring_job, retrain_job
+
+    values = _yaml(INFRA / "helm" / "values.yaml")
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is False, \
+        "the code server's small resources must not reach run pods"
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    base = container_context.K8sContainerContext(
+        run_k8s_config=dagster_k8s_job.UserDefinedDagsterK8sConfig.from_dict(_snake(launcher["runK8sConfig"])))
+
+    def rendered(tags: dict) -> dict:
+        user = container_context.K8sContainerContext(run_k8s_config=dagster_k8s_job.get_user_defined_k8s_config(tags))
+        return base.merge(user).run_k8s_config.container_config["resources"]
+
+    assert rendered(dict(retrain_job.tags)) == settings.GPU_RUN_TAGS["dagster-k8s/config"]["container_config"]["resources"]
+    assert rendered(dict(retrain_job.tags))["requests"]["memory"] == "16Gi"
+    assert rendered(dict(daily_scoring_job.tags or {})) == launcher["runK8sConfig"]["containerConfig"]["resources"]
+    # What the issue saw: the code server's config in every run replaces the launcher's resources.
+    server = container_context.K8sContainerContext(run_k8s_config=dagster_k8s_job.UserDefinedDagsterK8sConfig.from_dict(
+        {"container_config": {"resources": deployment["resources"]}}))
+    assert base.merge(server).run_k8s_config.container_config["resources"] == deployment["resources"]

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline.graph import WindowConfig
+from anomaly_pipeline.redact import redact_text, redact_url
 from anomaly_pipeline.streaming.sources import Batch, records_to_events
 from anomaly_pipeline.streaming.state import StreamConfig, StreamState
 
@@ -54,7 +55,8 @@ def load_champion(registry_config: Any = None, alias: str = "champion") -> Champ
         loaded = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MlflowException and friends: say what to do
         raise RuntimeError(
-            f"cannot load {uri} from {config.tracking_uri}: {exc}. Train and promote a model first "
+            f"cannot load {uri} from {redact_url(config.tracking_uri)}: {redact_text(str(exc))}. "
+            "Train and promote a model first "
             "(`anomaly-pipeline run`), or point ANOMALY_PIPELINE_HOME at the state folder that has one"
         ) from exc
     inner = loaded.unwrap_python_model()
