@@ -8,7 +8,7 @@ instances per environment, so no asset contains an ``if local`` branch.
 import pickle
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import dagster as dg
 import pandas as pd
@@ -118,7 +118,9 @@ class MlflowResource(dg.ConfigurableResource):
         if self.ui_url:
             return self.ui_url.rstrip("/")
         if self.tracking_uri.startswith(("http://", "https://")):
-            return self.tracking_uri.rstrip("/")
+            parts = urlsplit(self.tracking_uri)  # never hand out a link with the server's credentials
+            host = parts.netloc.rsplit("@", 1)[-1]
+            return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
         return None
 
     def links(self, *, run_id: str | None = None, experiment_id: str | None = None, version: str | None = None,
