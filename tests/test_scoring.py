@@ -215,10 +215,11 @@ def test_a_simulated_week_of_schedules_and_sensors_has_no_failed_run(trained) ->
     from sensors.ticks import run_sensor_tick
 
     _, defs, instance, _, _, _ = trained
-    fast = {**QUIET, **TRAIN_CONFIG}
     # Drift is not what this test is about (test_daily_drift_is_in_mlflow_and_drives_the_sensor is):
-    # a threshold no day reaches keeps the drift sensor from retraining after every scored day.
-    daily = {**QUIET, "ops": {"daily_drift_report": {"config": {"drift_share_threshold": 1.0}}}}
+    # a threshold no day reaches keeps the drift sensor from retraining after every run.
+    never = {"config": {"drift_share_threshold": 1.0}}
+    fast = {**QUIET, "ops": {**TRAIN_CONFIG["ops"], "drift_report": never}}
+    daily = {**QUIET, "ops": {"daily_drift_report": never}}
     sensors = ["drift_retrain_sensor", "new_data_sensor"]
     cursors: dict[str, str | None] = {}
     skipped: list[str] = []
