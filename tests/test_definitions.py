@@ -52,3 +52,25 @@ def test_every_launchpad_field_says_what_it_does() -> None:
             if cls.__module__ == module and issubclass(cls, dg.Config | dg.ConfigurableResource):
                 missing += [f"{name}.{f}" for f, info in cls.model_fields.items() if not info.description]
     assert not missing, f"fields without a description: {missing}"
+
+
+def test_plots_in_metadata_are_small_thumbnails_linking_the_full_file(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from assets.common import md_image
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    rng = np.random.default_rng(0)
+    for ax in axes:
+        for _ in range(6):
+            ax.plot(np.cumsum(rng.normal(size=2000)))
+    path = tmp_path / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    text = md_image(path, "Curves").value
+    assert "data:image/png;base64," in text and path.resolve().as_uri() in text
+    assert len(text) < 60_000 < path.stat().st_size * 4 / 3  # the full image inline would be larger
