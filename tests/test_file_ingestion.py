@@ -275,12 +275,21 @@ def test_max_line_bytes_boundary_with_crlf(tmp_path: Path) -> None:
     assert raw["parse_error"].tolist()[1] == "line too long: 130 bytes, more than max_line_bytes=30"
 
 
-def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
+def test_truncated_gzip_keeps_the_rows_before_the_break_and_quarantines_it(tmp_path: Path) -> None:
     data = gzip.compress(b"\n".join([CSV_HEADER] + [CSV_LINES[1]] * 5000))
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(OSError, match="truncated or corrupt - fetch it again"):
-        read_event_file(path)
+    raw = read_event_file(path)
+    errors = raw["parse_error"]
+    assert errors.iloc[:-1].isna().all()  # every complete line before the break is an event
+    assert len(raw) > 100
+    last = len(raw)  # the break's row: the line after the last complete one (+1 for the header)
+    assert raw["raw_ref"].iloc[-1] == f"cut.csv.gz:{last + 1}"
+    assert errors.iloc[-1].startswith(f"truncated input: the stream ends early or is corrupt after line {last}")
+    assert "fetch or copy it again" in errors.iloc[-1]
+    result = validate_events(raw, POLICY)
+    assert result.rows_read == result.rows_valid + result.rows_quarantined == len(raw)
+    assert result.reason_counts["parse: truncated input"] == 1
 
 
 def test_header_only_file_gives_zero_rows(tmp_path: Path) -> None:

@@ -105,36 +105,50 @@ def _iterate(
 ) -> Iterator[pd.DataFrame]:
     with common.open_input(path, member) as (handle, ref_name):
         for block in common.iter_line_blocks(handle, chunk_rows=chunk_rows, max_line_bytes=max_line_bytes):
-            parsed = common.parse_delimited(block, SPEC, max_line_bytes)
-            table = parsed.table
-            ts, bad_time = _minutes(table["time"], roll_over_days)
-            label_text = common.dict_map(table["label"])
-            normal = label_text == NORMAL_LABEL
-            values: dict[str, Any] = {
-                "event_type": "network_flow",
-                "ts": ts,
-                "src_host": common.dict_map(table["src"]),
-                "dst_host": common.dict_map(table["dst"]),
-                "label": np.where(normal, 0.0, 1.0),
-                "label_detail": np.where(normal, None, label_text),
-            }
-            if bad_time is not None:
-                raw = table["time"].to_numpy(zero_copy_only=False)
-                reasons = [
-                    f"bad timestamp: field time value {common.show(raw[i])} is not a calendar date and time "
-                    "MM/DD/YYYY-HH:MM"
-                    for i in np.flatnonzero(bad_time).tolist()
-                ]
-                values = common.reject_rows(parsed, block, values, bad_time, reasons)
-            yield common.build_chunk(
-                adapter=ADAPTER,
-                ref_name=ref_name,
-                line_numbers=block.first_line + parsed.lines,
-                ok=parsed.ok,
-                values=values,
-                errors=parsed.errors,
-                excerpts=parsed.excerpts,
-            )
+            if block.broken:
+                yield common.broken_chunk(block, adapter=ADAPTER, ref_name=ref_name)
+                continue
+
+            def convert(select: np.ndarray | None, block: common.LineBlock = block) -> list[pd.DataFrame]:
+                return [_block_chunk(block, select, max_line_bytes, roll_over_days, ref_name)]
+
+            yield common.concat_chunks(common.convert_guarded(convert, block, adapter=ADAPTER, ref_name=ref_name))
+
+
+def _block_chunk(
+    block: common.LineBlock, select: np.ndarray | None, max_line_bytes: int, roll_over_days: bool, ref_name: str
+) -> pd.DataFrame:
+    """The selected lines of ``block`` (all when ``select`` is None) as one canonical chunk."""
+    parsed = common.parse_delimited(block, SPEC, max_line_bytes, select)
+    table = parsed.table
+    ts, bad_time = _minutes(table["time"], roll_over_days)
+    label_text = common.dict_map(table["label"])
+    normal = label_text == NORMAL_LABEL
+    values: dict[str, Any] = {
+        "event_type": "network_flow",
+        "ts": ts,
+        "src_host": common.dict_map(table["src"]),
+        "dst_host": common.dict_map(table["dst"]),
+        "label": np.where(normal, 0.0, 1.0),
+        "label_detail": np.where(normal, None, label_text),
+    }
+    if bad_time is not None:
+        raw = table["time"].to_numpy(zero_copy_only=False)
+        reasons = [
+            f"bad timestamp: field time value {common.show(raw[i])} is not a calendar date and time "
+            "MM/DD/YYYY-HH:MM"
+            for i in np.flatnonzero(bad_time).tolist()
+        ]
+        values = common.reject_rows(parsed, block, values, bad_time, reasons)
+    return common.build_chunk(
+        adapter=ADAPTER,
+        ref_name=ref_name,
+        line_numbers=block.first_line + parsed.lines,
+        ok=parsed.ok,
+        values=values,
+        errors=parsed.errors,
+        excerpts=parsed.excerpts,
+    )
 
 
 def _minutes(column: pa.ChunkedArray, roll_over_days: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -235,6 +235,9 @@ def _iterate_tsv(
     layout = _Layout()
     with common.open_input(path, member) as (handle, ref_name):
         for block in common.iter_line_blocks(handle, chunk_rows=chunk_rows, max_line_bytes=max_line_bytes):
+            if block.broken:
+                yield common.broken_chunk(block, adapter=ADAPTER, ref_name=ref_name)
+                continue
             nonempty = block.ends > block.starts
             meta = np.zeros(block.n_lines, dtype=bool)
             meta[nonempty] = block.array[block.starts[nonempty]] == ord("#")
@@ -257,11 +260,23 @@ def _iterate_tsv(
                         f"{path}:{block.first_line + start}: data line before any #fields header; "
                         "a Zeek TSV log starts with #separator / #fields lines (for JSON logs pass fmt='json')"
                     )
-                chunks.append(_segment(block, select, layout, ref_name, max_line_bytes))
+                chunks.extend(_segment_guarded(block, select, layout, ref_name, max_line_bytes))
             if not chunks:
                 continue
             chunk = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
             yield common.sort_by_ts(chunk) if sort else chunk
+
+
+def _segment_guarded(
+    block: common.LineBlock, select: np.ndarray, layout: _Layout, ref_name: str, max_line_bytes: int
+) -> list[pd.DataFrame]:
+    """``_segment``, with a line whose conversion raises isolated into its own quarantine row."""
+
+    def convert(part: np.ndarray | None) -> list[pd.DataFrame]:
+        return [_segment(block, select if part is None else part, layout, ref_name, max_line_bytes)]
+
+    return common.convert_guarded(convert, block, select, adapter=ADAPTER, ref_name=ref_name,
+                                  keep=(schema.SchemaError,))
 
 
 def _segment(
