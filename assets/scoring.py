@@ -99,7 +99,8 @@ def daily_events(
     result.quarantined.to_parquet(daily_file(state, "daily_quarantine", day), index=False)
     rate = result.rows_quarantined / max(result.rows_read, 1)
     counts = {"rows_read": result.rows_read, "rows_valid": result.rows_valid,
-              "rows_quarantined": result.rows_quarantined, "quarantine_rate": round(rate, 6)}
+              "rows_quarantined": result.rows_quarantined, "rows_duplicate": result.rows_duplicate,
+              "quarantine_rate": round(rate, 6)}
     context.log.info(f"{day}: {result.rows_valid} valid, {result.rows_quarantined} quarantined of {result.rows_read}")
     yield dg.MaterializeResult(
         metadata={

@@ -21,7 +21,8 @@ Impossible dates: 10 lines of the published file (lines 4,536,629-4,536,638, att
 date"), so 4,554,334 edges arrive in order. ``roll_over_days=True`` reads a day past the end of
 its month as the next month (``07/32`` -> ``08/01``), keeping all 4,554,344 edges; those 10
 then lie 5.5 hours ahead of the ``08/01`` lines that follow them, and validation's order check
-(per file, 1 hour tolerance by default) quarantines the next ~13,700 rows instead.
+(per file, 1 hour tolerance by default) quarantines those 10 lines: fewer than half its window
+of 31 following lines, they cannot move the order reference for the lines after them.
 
 Order: rows keep the stream (file) order, which is the order the published ROC-AUC figures
 score in; nothing is sorted. Note that 1998 lies before validation's default ``ts_min``
