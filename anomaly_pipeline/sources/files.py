@@ -109,16 +109,18 @@ class TruncatedInput(OSError):
 
 def truncation_reason(lines_read: int, cause: BaseException) -> str:
     """The parse_error of the row that stands for a break in a compressed stream."""
+    # No "; " inside: validation splits a parse_error at "; " into one problem each.
+    cause_text = str(cause).replace("; ", ", ")
     return (
         f"{TRUNCATED_CATEGORY}: the stream ends early or is corrupt after line {lines_read} "
-        f"({type(cause).__name__}: {cause}); the {lines_read} lines before the break were read, the rest "
-        "of the file is missing - the file is probably truncated: fetch or copy it again"
+        f"({type(cause).__name__}: {cause_text}), the {lines_read} lines before the break were read and the "
+        "rest of the file is missing - the file is probably truncated: fetch or copy it again"
     )
 
 
 def unreadable_reason(exc: BaseException) -> str:
     """The parse_error of a record whose conversion raised ``exc`` (one record, not the file)."""
-    text = str(exc).replace("\n", " ")
+    text = str(exc).replace("\n", " ").replace("; ", ", ")
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"{UNREADABLE_CATEGORY}: {type(exc).__name__}: {text}"
 
