@@ -520,7 +520,7 @@ def _reject_non_finite(parsed: Parsed, spec: DelimitedSpec, block: LineBlock) ->
         values = table[name].to_numpy(zero_copy_only=False)
         for pos in np.flatnonzero(wrong).tolist():
             messages.setdefault(pos, []).append(
-                f"bad number: field {name} value {values[pos]!r} is not a finite number ({spec.what})"
+                f"bad number: field {name} value {float(values[pos])!r} is not a finite number ({spec.what})"
             )
         bad = wrong if bad is None else bad | wrong
     if bad is None:

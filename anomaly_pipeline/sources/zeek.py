@@ -150,13 +150,20 @@ def read_zeek(path: str | Path, **kwargs: Any) -> pd.DataFrame:
 
 
 def detect_zeek_format(path: str | Path, *, member: str | None = None) -> str:
-    """``"tsv"`` or ``"json"`` from the first non-empty line; ValueError when neither."""
+    """``"tsv"`` or ``"json"`` from the first non-empty line; ValueError when neither.
+
+    Without a complete line (an empty file, or a compressed one that breaks before its first
+    line ends) there is nothing to tell apart: ``"tsv"``, whose reader yields no row for an
+    empty file and one row for the break.
+    """
     lines = common.first_lines(Path(path), n=1, member=member)
-    if lines and lines[0].lstrip().startswith(b"#"):
+    if not lines:
         return "tsv"
-    if lines and lines[0].lstrip().startswith(b"{"):
+    if lines[0].lstrip().startswith(b"#"):
+        return "tsv"
+    if lines[0].lstrip().startswith(b"{"):
         return "json"
-    first = lines[0][:100] if lines else b"(empty file)"
+    first = lines[0][:100]
     raise ValueError(
         f"{path}: not a Zeek log: the first line {first!r} is neither a '#' header (TSV) nor a "
         "JSON object; pass fmt='tsv' or fmt='json' if you are sure"
