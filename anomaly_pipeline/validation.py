@@ -23,13 +23,15 @@ Expectations, in contract terms:
   ``raw_ref`` before its last ``:``), in table order, and no single row can make its
   neighbours look out of order. With ``W = order_window`` and ``T = order_tolerance_s``:
 
-  - a row's *confirmed* time is the smaller of its ``ts`` and the median ``ts`` of the ``W``
-    rows after it; a time later rows do not confirm cannot raise it;
+  - a row's *confirmed* time is the smaller of its ``ts`` and the (lower) median ``ts`` of the
+    ``W`` rows after it; a time later rows do not confirm cannot raise it;
   - behind: a row fails when its ``ts`` lies more than ``T`` seconds behind the latest
     confirmed time of the earlier rows (helper column ``ts_behind_s``);
-  - ahead: a row fails when its ``ts`` lies more than ``T`` seconds ahead of both the median
-    of the ``W`` rows after it and the latest confirmed time before it (helper column
-    ``ts_ahead_s``): a lone future-dated line is rejected by itself and moves nothing.
+  - ahead: a row fails when its ``ts`` lies more than ``T`` seconds ahead of both the (upper)
+    median of the ``W`` rows after it and the latest confirmed time before it (helper column
+    ``ts_ahead_s``): a lone future-dated line is rejected by itself and moves nothing. It takes
+    two witnesses: a file's first row with a single row after it is not blamed (one row's word
+    against another's).
 
   The old rule (behind the running maximum of every earlier ``ts``) let one plausible but
   future-dated line raise the maximum, so every later line was quarantined and the bad line
@@ -596,12 +598,16 @@ def _order_offsets(
     nanos = ts.astype("datetime64[ns, UTC]").array.asi8
     seconds = np.where(usable, nanos / 1e9, np.nan)
     files = pd.factorize(_file_keys(frame))[0]
-    following = _median_of_following(seconds, files, window)
-    confirmed = np.minimum(seconds, following)  # NaN when unusable or nothing follows
+    lower, upper, count = _following_medians(seconds, files, window)
+    confirmed = np.minimum(seconds, lower)  # NaN when unusable or nothing follows
     prior = _earlier_max(confirmed, files)
     behind = prior - seconds
+    # Ahead only with two witnesses at least (one row cannot refute another): two later rows, or
+    # one and the confirmed time before it; against the upper median, so more than half of the
+    # later rows must lie more than T behind it.
+    upper = np.where((count >= 2) | ((count >= 1) & ~np.isnan(prior)), upper, np.nan)
     with np.errstate(invalid="ignore"):
-        ahead = np.minimum(seconds - following, np.where(np.isnan(prior), np.inf, seconds - prior))
+        ahead = np.minimum(seconds - upper, np.where(np.isnan(prior), np.inf, seconds - prior))
     return behind, np.where(np.isinf(ahead), np.nan, ahead)
 
 
@@ -615,21 +621,32 @@ def _file_keys(frame: pd.DataFrame) -> np.ndarray:
     return files.fill_null("").to_numpy(zero_copy_only=False)
 
 
-def _median_of_following(seconds: np.ndarray, files: np.ndarray, window: int) -> np.ndarray:
-    """Per row, the median of the (non-NaN) values of the next ``window`` rows of its file.
+def _following_medians(
+    seconds: np.ndarray, files: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the lower and upper median of the (non-NaN) values of the next ``window`` rows of
+    its file, and how many there are.
 
-    A trailing rolling median over the reversed table, shifted by one so a row is never its own
-    witness. NaN for a file's last row.
+    Trailing rolling statistics over the reversed table, shifted by one so a row is never its own
+    witness; NaN (count 0) for a file's last row. Lower and upper medians (no averaging of the two
+    middle values) keep both checks conservative: the confirmed time never rises above what at
+    least half the later rows reach, and a row is "ahead" only of a strict majority.
     """
     n = len(seconds)
     if n == 0:
-        return np.empty(0)
+        return np.empty(0), np.empty(0), np.empty(0)
     reverse = pd.Series(seconds[::-1])
     keys = files[::-1]
-    rolling = reverse.groupby(keys, sort=False).rolling(window, min_periods=1).median()
-    rolling = rolling.reset_index(level=0, drop=True).sort_index()
-    shifted = rolling.groupby(keys, sort=False).shift(1)
-    return shifted.to_numpy(dtype=np.float64)[::-1]
+    rolling = reverse.groupby(keys, sort=False).rolling(window, min_periods=1)
+
+    def shifted(stat: pd.Series) -> np.ndarray:
+        stat = stat.reset_index(level=0, drop=True).sort_index()
+        return stat.groupby(keys, sort=False).shift(1).to_numpy(dtype=np.float64)[::-1]
+
+    lower = shifted(rolling.quantile(0.5, interpolation="lower"))
+    upper = shifted(rolling.quantile(0.5, interpolation="higher"))
+    count = np.nan_to_num(shifted(rolling.count()), nan=0.0)
+    return lower, upper, count
 
 
 def _earlier_max(values: np.ndarray, files: np.ndarray) -> np.ndarray:

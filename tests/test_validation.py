@@ -170,6 +170,13 @@ def test_one_past_dated_line_loses_exactly_that_line() -> None:
     assert "behind the time confirmed by the earlier rows" in _reasons(result)["test.csv:42"]
 
 
+def test_two_rows_that_disagree_blame_neither() -> None:
+    # Found by the fuzz suite: with one row after it and none before, a row is not "ahead" (one
+    # row's word against another's); the rule needs two witnesses.
+    result = validate_events(_events([_good("2024-03-01T10:00:00Z"), _good("2023-03-01T10:00:00Z")]), POLICY)
+    assert result.rows_quarantined == 0
+
+
 def test_a_real_jump_in_time_is_accepted_and_a_real_step_back_is_not() -> None:
     # 40 rows, then a 5 h gap (a quiet night): the rows after it confirm the new time.
     times = _minutes(40) + _minutes(40, "2024-03-01T15:40:00Z")
