@@ -169,3 +169,13 @@ def test_a_model_logged_from_code_is_refused_without_running_it(tmp_path: Path) 
     with pytest.raises(ModelIntegrityError, match="holds a python_model"):
         load_pyfunc(f"models:/{config.model_name}/{version.version}")
     assert not (tmp_path / MARKER).exists()
+
+
+def test_registering_the_same_run_again_keeps_the_digest(registered) -> None:
+    config, _, _ = registered
+    client = registry.configure(config)
+    first = client.get_model_version(config.model_name, "1")
+    again = registry.register_version(client, config, first.run_id)  # no tags given
+    assert client.get_model_version(config.model_name, again.version).tags[DIGEST_TAG] == first.tags[DIGEST_TAG]
+    _, scorer = load_pyfunc(f"models:/{config.model_name}/{again.version}")
+    assert scorer.detector.threshold_ == 0.5
