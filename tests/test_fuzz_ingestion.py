@@ -430,3 +430,19 @@ def test_detect_refuses_a_truncated_gzip_with_status_2(tmp_path: Path, capsys: p
     assert "nothing was trained or scored on a partial file" in out.err
     assert "parse: truncated input: 1" in out.out
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_run_refuses_a_truncated_gzip_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: raw_events failed with the reader's EOFError and the run exited with status 1."""
+    from anomaly_pipeline.cli import main
+
+    fmt = FORMATS["canonical_csv"]
+    body = [fmt.line(i, BASE + pd.Timedelta(minutes=i), None) for i in range(N_LINES)]
+    packed = gzip.compress(b"".join(x + b"\n" for x in (*fmt.header, *body)))
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    status = main(["--home", str(tmp_path / "home"), "run", "--input", str(path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "the input is incomplete, so the run stopped after reading it: events.csv.gz:" in err
+    assert "truncated input: the stream ends early or is corrupt after line" in err
