@@ -28,7 +28,7 @@ Expectations, in contract terms:
   - behind: a row fails when its ``ts`` lies more than ``T`` seconds behind the latest
     confirmed time of the earlier rows (helper column ``ts_behind_s``);
   - ahead: a row fails when its ``ts`` lies more than ``T`` seconds ahead of both the (upper)
-    median of the ``W`` rows after it and the latest confirmed time before it (helper column
+    median of the ``W`` rows after it and that of the ``W`` rows before it (helper column
     ``ts_ahead_s``): a lone future-dated line is rejected by itself and moves nothing. It takes
     two witnesses: a file's first row with a single row after it is not blamed (one row's word
     against another's).
@@ -598,16 +598,17 @@ def _order_offsets(
     nanos = ts.astype("datetime64[ns, UTC]").array.asi8
     seconds = np.where(usable, nanos / 1e9, np.nan)
     files = pd.factorize(_file_keys(frame))[0]
-    lower, upper, count = _following_medians(seconds, files, window)
+    lower, upper, count = _window_medians(seconds[::-1], files[::-1], window)
+    lower, upper, count = lower[::-1], upper[::-1], count[::-1]  # of the rows after each row
     confirmed = np.minimum(seconds, lower)  # NaN when unusable or nothing follows
     prior = _earlier_max(confirmed, files)
     behind = prior - seconds
-    # Ahead only with two witnesses at least (one row cannot refute another): two later rows, or
-    # one and the confirmed time before it; against the upper median, so more than half of the
-    # later rows must lie more than T behind it.
-    upper = np.where((count >= 2) | ((count >= 1) & ~np.isnan(prior)), upper, np.nan)
+    # Ahead: of more than half the rows after it (upper median) and of more than half the rows
+    # before it, with two witnesses at least (one row cannot refute another).
+    _, upper_before, count_before = _window_medians(seconds, files, window)
+    upper = np.where((count >= 2) | ((count >= 1) & (count_before >= 1)), upper, np.nan)
     with np.errstate(invalid="ignore"):
-        ahead = np.minimum(seconds - upper, np.where(np.isnan(prior), np.inf, seconds - prior))
+        ahead = np.minimum(seconds - upper, np.where(count_before >= 1, seconds - upper_before, np.inf))
     return behind, np.where(np.isinf(ahead), np.nan, ahead)
 
 
@@ -621,27 +622,26 @@ def _file_keys(frame: pd.DataFrame) -> np.ndarray:
     return files.fill_null("").to_numpy(zero_copy_only=False)
 
 
-def _following_medians(
+def _window_medians(
     seconds: np.ndarray, files: np.ndarray, window: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, the lower and upper median of the (non-NaN) values of the next ``window`` rows of
-    its file, and how many there are.
+    """Per row, the lower and upper median of the (non-NaN) values of the ``window`` rows of its
+    file just before it in the given order, and how many there are (0 and NaN when none).
 
-    Trailing rolling statistics over the reversed table, shifted by one so a row is never its own
-    witness; NaN (count 0) for a file's last row. Lower and upper medians (no averaging of the two
-    middle values) keep both checks conservative: the confirmed time never rises above what at
-    least half the later rows reach, and a row is "ahead" only of a strict majority.
+    Called on the reversed table, the rows before are the rows after. Lower and upper medians (no
+    averaging of the two middle values) keep the checks conservative: the confirmed time never
+    rises above what at least half the later rows reach, and a row is "ahead" only of a strict
+    majority.
     """
     n = len(seconds)
     if n == 0:
         return np.empty(0), np.empty(0), np.empty(0)
-    reverse = pd.Series(seconds[::-1])
-    keys = files[::-1]
-    rolling = reverse.groupby(keys, sort=False).rolling(window, min_periods=1)
+    series = pd.Series(seconds)
+    rolling = series.groupby(files, sort=False).rolling(window, min_periods=1)
 
-    def shifted(stat: pd.Series) -> np.ndarray:
+    def shifted(stat: pd.Series) -> np.ndarray:  # exclude the row itself: it is never its own witness
         stat = stat.reset_index(level=0, drop=True).sort_index()
-        return stat.groupby(keys, sort=False).shift(1).to_numpy(dtype=np.float64)[::-1]
+        return stat.groupby(files, sort=False).shift(1).to_numpy(dtype=np.float64)
 
     lower = shifted(rolling.quantile(0.5, interpolation="lower"))
     upper = shifted(rolling.quantile(0.5, interpolation="higher"))

@@ -1279,12 +1279,13 @@ def first_lines(path: Path, n: int = 20, max_bytes: int = 65536, member: str | N
     out: list[bytes] = []
     pieces: list[bytes] = []
     with open_input(path, member) as (handle, _):
-        # Small reads: a truncated gzip raises on the read that reaches the break, and what the
-        # earlier reads returned is still enough to sniff the format.
+        # read1, like the block reader: a truncated gzip raises on the read that reaches the
+        # break, and what the earlier reads returned is still there to sniff the format from.
+        read = getattr(handle, "read1", handle.read)
         size = 0
         while size < max_bytes:
             try:
-                piece = handle.read(min(8192, max_bytes - size))
+                piece = read(min(8192, max_bytes - size))
             except STREAM_ERRORS:
                 break
             if not piece:
