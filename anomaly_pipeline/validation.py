@@ -35,8 +35,10 @@ Expectations, in contract terms:
 
   The old rule (behind the running maximum of every earlier ``ts``) let one plausible but
   future-dated line raise the maximum, so every later line was quarantined and the bad line
-  itself passed. Now a run of more than ``W / 2`` consecutive rows (a majority of the window)
-  is needed to move the reference, which is what a real jump in time looks like. A row with
+  itself passed. Now moving the reference takes more than half of the (up to ``W``) rows after
+  a row: a run of more than ``W / 2`` consecutive rows in the body of a file, which is what a
+  real jump in time looks like (near a file's end, where fewer rows follow, a majority of those;
+  never a single row, nor two). A row with
   no later row in its file (the last one) cannot be found ahead; a file's first row has no
   earlier rows, so only the rows after it can refute it. Rows whose ``ts`` is null or out of
   range take no part (the range check already rejects them);

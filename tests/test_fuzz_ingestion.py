@@ -235,10 +235,12 @@ def check_file(path: Path, fmt: Format, drawn: Drawn | None = None) -> tuple[pd.
         assert len(raw) <= n_body + 1
         broke = raw["parse_error"].astype("string").str.startswith("truncated input").fillna(False)
         assert broke.sum() <= 1
-    if drawn.order == "sorted" and drawn.compression != "gzip_cut" and sum(
-        k in (FUTURE, PAST_DATED) for k in drawn.kinds
-    ) <= 3:
-        # One record cannot turn against its neighbours: every good line of a sorted file is valid.
+    hostile = sum(k in (FUTURE, PAST_DATED) for k in drawn.kinds)
+    n_good = sum(k == GOOD for k in drawn.kinds)
+    if drawn.order == "sorted" and drawn.compression != "gzip_cut" and hostile <= 2 and 3 * hostile < n_good:
+        # A few records cannot turn against their neighbours: every good line of a sorted file is
+        # valid. (Where the hostile lines are a majority around a good one, as in [good, past,
+        # past], the majority rule blames the good line: that is the rule, not a leak.)
         valid_lines = {int(ref.match(str(r)).group(1)) for r in result.valid["raw_ref"].tolist()}
         good = {first_body + i for i, kind in enumerate(drawn.kinds) if kind == GOOD}
         assert good <= valid_lines, sorted(good - valid_lines)
