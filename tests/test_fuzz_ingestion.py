@@ -262,7 +262,16 @@ def test_fuzzed_files_keep_every_invariant(key: str, tmp_path: Path) -> None:
     @FUZZ_SETTINGS
     @given(drawn=drawn_files(fmt))
     def run(drawn: Drawn) -> None:
-        check_file(_write(tmp_path, fmt, drawn), fmt, drawn)
+        path = _write(tmp_path, fmt, drawn)
+        try:
+            check_file(path, fmt, drawn)
+        except ValueError as refused:
+            # The one file-level refusal: a Zeek log whose first 20 lines show neither a '#'
+            # header nor a JSON object cannot be told TSV or JSON (the message names the file).
+            # (In a cut gzip, the lines after the break are not there to look at.)
+            shaped = [k for k in drawn.kinds if k not in (EMPTY, HUGE)][: 1 if drawn.compression == "gzip_cut" else 20]
+            assert fmt.name == "zeek" and not set(shaped) & {GOOD, FUTURE, PAST_DATED, BAD_NUMBER, NESTED}
+            assert path.name in str(refused)
 
     run()
 
