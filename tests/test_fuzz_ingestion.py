@@ -470,3 +470,13 @@ def test_zeek_json_cut_inside_its_second_line_is_sniffed_as_json(tmp_path: Path)
     raw, result = check_file(path, fmt)
     assert raw["raw_ref"].tolist() == ["conn.json.gz:1", "conn.json.gz:2"]
     assert result.rows_valid == 1 and result.reason_counts == {"parse: truncated input": 1}
+
+
+@pytest.mark.parametrize("key", ["ocsf", "lanl"])
+def test_a_file_that_only_starts_like_a_zip_is_refused_with_a_message(key: str, tmp_path: Path) -> None:
+    """Found by a long fuzz run: a bare zipfile.BadZipFile escaped."""
+    fmt = FORMATS[key]
+    path = tmp_path / fmt.file_name
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 20)
+    with pytest.raises(ValueError, match="starts like a zip archive but cannot be opened .*fetch or copy it again"):
+        read_events(path, fmt.name)

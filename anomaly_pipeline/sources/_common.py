@@ -151,7 +151,15 @@ def open_input(path: Path, member: str | None = None) -> Iterator[tuple[IO[bytes
     with path.open("rb") as probe:
         magic = probe.read(4)
     if magic == _ZIP_MAGIC:
-        with zipfile.ZipFile(path) as archive:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            # A zip's index sits at its end: a cut or damaged archive cannot be opened at all.
+            raise ValueError(
+                f"{path}: starts like a zip archive but cannot be opened ({type(exc).__name__}: {exc}); "
+                "it is probably truncated or corrupt - fetch or copy it again"
+            ) from exc
+        with archive:
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
             if member is None:
                 if len(names) != 1:
