@@ -65,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from anomaly_pipeline.summary import format_summary
     from assets.resources import EventSourceResource
-    from assets.runner import QualityGateFailed, run_full_pipeline
+    from assets.runner import InputIncomplete, QualityGateFailed, run_full_pipeline
 
     source = EventSourceResource(
         kind="file" if args.input else "synthetic",
@@ -85,6 +85,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except QualityGateFailed as failed:
         print(f"run {failed.run_id or ''} stopped at the quality gate: {failed}", file=sys.stderr)
         return 3
+    except InputIncomplete as incomplete:
+        print(f"error: run {incomplete.run_id or ''} stopped: {incomplete}", file=sys.stderr)
+        return 2
     print(format_summary(summary))
     return 0
 

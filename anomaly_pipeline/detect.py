@@ -23,7 +23,14 @@ are not scored; their count is reported.
 
 Chunked validation: each chunk the adapter yields (500,000 rows by default) is validated on its
 own, which bounds memory on multi-million-line inputs; the order-tolerance check therefore
-restarts at each chunk boundary.
+restarts at each chunk boundary. Event ids repeated across chunks are dropped after the last
+chunk (kept once, the repeats quarantined as duplicates), as within a chunk.
+
+A compressed input that ends early (truncated gzip, corrupt zip member) is refused after
+reading: the lines before the break are read and counted, the break is quarantined, and
+``detect_file`` raises ``DetectError`` saying where the file broke (``anomaly-pipeline detect``
+exits with status 2): a model trained on part of a file without anyone noticing is worse than
+no model.
 
 This module also holds the catalogue of the public data sets the benchmarks use
 (``KNOWN_DATASETS``), where they are looked for locally (``dataset_search_dirs``) and how they
@@ -97,6 +104,7 @@ class ValidatedInput:
     rows_read: int
     reason_counts: dict[str, int]
     truncated: bool = False  # max_rows stopped reading before the end of the file
+    rows_duplicate: int = 0
 
     @property
     def rows_valid(self) -> int:
@@ -105,6 +113,18 @@ class ValidatedInput:
     @property
     def rows_quarantined(self) -> int:
         return len(self.quarantined)
+
+    @property
+    def input_break(self) -> str | None:
+        """``raw_ref: reason`` of the row that quarantines a break in a compressed input, or None."""
+        from anomaly_pipeline.sources.files import TRUNCATED_CATEGORY
+
+        reasons = self.quarantined["reason"].astype("string")
+        hit = reasons.str.startswith(TRUNCATED_CATEGORY).fillna(False).to_numpy()
+        if not hit.any():
+            return None
+        row = self.quarantined.iloc[int(np.flatnonzero(hit)[0])]
+        return f"{row['raw_ref']}: {row['reason']}"
 
     def quarantine_line(self, top: int = TOP_REASONS) -> str:
         """``"10 of 4,554,344 lines quarantined (0.00%); top reasons: ..."``."""
@@ -176,15 +196,47 @@ def read_validated(
     close = getattr(chunks, "close", None)
     if close is not None:
         close()
+    all_valid = _concat(valid, schema.empty_events())
+    all_quarantined = _concat(quarantined, schema.empty_quarantine())
+    all_valid, repeats = _drop_repeated_ids(all_valid)
+    if len(repeats):
+        all_quarantined = pd.concat([all_quarantined, repeats], ignore_index=True)
+        reasons["duplicate: event_id"] += len(repeats)
     return ValidatedInput(
         path=path,
         fmt=fmt,
-        valid=_concat(valid, schema.empty_events()),
-        quarantined=_concat(quarantined, schema.empty_quarantine()),
+        valid=all_valid,
+        quarantined=all_quarantined,
         rows_read=rows_read,
         reason_counts=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         truncated=truncated,
+        rows_duplicate=int(reasons.get("duplicate: event_id", 0)),
     )
+
+
+def _drop_repeated_ids(valid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Valid events without ids an earlier chunk already had, and quarantine rows for the repeats."""
+    repeat = (valid["event_id"].notna() & valid["event_id"].duplicated(keep="first")).to_numpy()
+    if not repeat.any():
+        return valid, schema.empty_quarantine()
+    first_ref = valid.drop_duplicates("event_id").set_index("event_id")["raw_ref"]
+    rows = valid[repeat]
+    quarantine = pd.DataFrame(
+        {
+            "raw_ref": rows["raw_ref"].to_numpy(),
+            "source": rows["source"].to_numpy(),
+            "stage": "duplicate",
+            "reason": [
+                f"duplicate event_id: {event_id!r} was already read at {first_ref.get(event_id)}; "
+                "this repeat is dropped and the first one kept"
+                for event_id in rows["event_id"].tolist()
+            ],
+            "raw_excerpt": pd.NA,
+            "event_id": rows["event_id"].to_numpy(),
+        },
+        columns=list(schema.QUARANTINE_COLUMNS),
+    ).astype("string")
+    return valid[~repeat].reset_index(drop=True), quarantine
 
 
 def _concat(frames: list[pd.DataFrame], empty: pd.DataFrame | None) -> pd.DataFrame:
@@ -363,6 +415,12 @@ def detect_file(
         + (f" (stopped after {max_rows:,})" if data.truncated else "")
         + f": {data.rows_valid:,} valid events")
     log(data.quarantine_line())
+    if data.input_break is not None:
+        raise DetectError(
+            f"{data.path} is incomplete: {data.input_break}. The {data.rows_read - 1:,} lines before the break were "
+            "read and validated (counts above), but nothing was trained or scored on a partial file: fetch or "
+            "copy it again"
+        )
     if data.rows_valid == 0:
         hint = ""
         if any("(ts)" in reason for reason in data.reason_counts):

@@ -1,7 +1,14 @@
-"""The hybrid detector as an MLflow pyfunc, logged as *model from code*.
+"""The hybrid detector as an MLflow pyfunc whose loader is this installed package.
 
-MLflow loads this file and the model's artifacts (a state dict and JSON configs): no pickled
-Python object is ever unpickled, so loading a registered model executes only this project's code.
+``log_hybrid_model`` logs a ``python_function`` model with ``loader_module`` =
+``anomaly_pipeline.pyfunc_loader`` and a data folder (the detector's state dict and JSON
+configs, the window config): no code travels with the artifact and nothing is unpickled, so
+loading a registered model executes only the installed project (``pyfunc_loader`` explains the
+integrity record). ``load_pyfunc`` is the one way the project loads a registered model: it reads
+the MLmodel file first and refuses a model that would make MLflow run code from the artifact
+(``python_model``, ``code`` paths, another loader), then checks the data against the SHA-256
+tag of the model version, then loads.
+
 Input: canonical events (see ``anomaly_pipeline.schema``) covering the history to score against;
 output: one row per scored event with ``event_id``, ``score`` (higher is stranger) and ``alert``.
 """
@@ -9,6 +16,8 @@ output: one row per scored event with ``event_id``, ``score`` (higher is strange
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +25,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
 
-ARTIFACT_DETECTOR = "detector"
-ARTIFACT_WINDOWS = "window_config"
+ARTIFACT_DETECTOR = "detector"  # folder in the model's data: HybridDetector.save's files
+ARTIFACT_WINDOWS = "window_config.json"
+PYFUNC = "python_function"
 
 
 _FLOAT_COLUMNS = ("dst_port", "label", "bytes_out", "bytes_in", "packets", "duration_s", "success")
@@ -54,15 +63,29 @@ def model_signature():  # noqa: ANN201 - mlflow.models.ModelSignature
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-class HybridPyfunc(PythonModel):
-    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's context type
+class HybridScorer:
+    """The registered model as loaded: the detector and the window config it was trained with."""
+
+    def __init__(self, detector: Any, window_config: Any) -> None:
+        self.detector = detector  # anomaly_pipeline.detectors.HybridDetector
+        self.window_config = window_config  # anomaly_pipeline.graph.WindowConfig
+
+    @classmethod
+    def from_directory(cls, data: str | Path) -> HybridScorer:
+        """Load from a model's data folder (weights with ``torch.load(weights_only=True)``)."""
         from anomaly_pipeline.detectors import HybridDetector
         from anomaly_pipeline.graph import WindowConfig
 
-        self.detector = HybridDetector.load(context.artifacts[ARTIFACT_DETECTOR])
-        self.window_config = WindowConfig(**json.loads(Path(context.artifacts[ARTIFACT_WINDOWS]).read_text()))
+        data = Path(data)
+        detector = HybridDetector.load(data / ARTIFACT_DETECTOR)
+        window_config = WindowConfig(**json.loads((data / ARTIFACT_WINDOWS).read_text()))
+        return cls(detector, window_config)
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ANN001
+    def get_raw_model(self) -> HybridScorer:
+        """``PyFuncModel.get_raw_model()`` hands back this object."""
+        return self
+
+    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from anomaly_pipeline.schema import conform
 
         frame = pd.DataFrame(model_input)
@@ -112,20 +135,118 @@ class PeriodScores:
     threshold: float
 
 
-def load_pyfunc(model_uri: str) -> tuple[Any, HybridPyfunc]:
-    """``mlflow.pyfunc.load_model(model_uri)`` and the project's model inside it.
+def log_hybrid_model(
+    detector_dir: str | Path,
+    window_config: Any,
+    *,
+    name: str = "model",
+    input_example: pd.DataFrame | None = None,
+    pip_requirements: list[str] | None = None,
+) -> tuple[Any, str]:
+    """Log the detector saved in ``detector_dir`` to the active MLflow run; no code in the artifact.
+
+    Returns MLflow's ``ModelInfo`` and the data digest to tag the model version with
+    (``pyfunc_loader.DIGEST_TAG``; ``registry.register_version(..., tags=...)``).
+    """
+    from anomaly_pipeline import pyfunc_loader
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-pipeline-model-") as tmp:
+        data = Path(tmp) / "hybrid"  # MLflow stores it as data/hybrid in the model folder
+        shutil.copytree(detector_dir, data / ARTIFACT_DETECTOR)
+        (data / ARTIFACT_WINDOWS).write_text(json.dumps(window_config.__dict__))
+        hashes = pyfunc_loader.data_hashes(data)
+        digest = pyfunc_loader.digest_of(hashes)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            loader_module=pyfunc_loader.LOADER_MODULE,
+            data_path=str(data),
+            signature=model_signature(),
+            input_example=input_example,
+            pip_requirements=pip_requirements or ["anomaly-pipeline"],
+            metadata={pyfunc_loader.METADATA_KEY: {"data_sha256": hashes, "data_digest": digest}},
+        )
+    return info, digest
+
+
+def load_pyfunc(model_uri: str) -> tuple[Any, HybridScorer]:
+    """``mlflow.pyfunc.load_model(model_uri)`` and the project's scorer inside it, checked first.
+
+    Before MLflow loads anything: the MLmodel must name this package's loader and no code
+    (``ModelIntegrityError`` otherwise: loading it would run code stored in the artifact), and for
+    a ``models:/`` URI the data's digest must equal the version's ``weights_sha256`` tag.
 
     Raises:
-        ValueError: the URI points at a model that is not this project's hybrid detector.
+        ModelIntegrityError: the artifact would run its own code, or its data was modified.
     """
-    loaded = mlflow.pyfunc.load_model(model_uri)
-    inner = loaded.unwrap_python_model()
-    if not hasattr(inner, "score_period"):
-        raise ValueError(
-            f"{model_uri} is a {type(inner).__name__} without score_period: either not the project's hybrid "
-            "detector or one logged by an older version of this code; retrain (retrain_job) and promote the new version"
+    from anomaly_pipeline import pyfunc_loader
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    conf = _pyfunc_conf(local, model_uri)
+    recorded = pyfunc_loader.recorded_hashes(local)
+    digest = pyfunc_loader.verify_data(local / conf["data"], recorded, "in its MLmodel file")
+    expected = _registered_digest(model_uri)
+    if expected is not None and expected != digest:
+        raise pyfunc_loader.ModelIntegrityError(
+            f"{model_uri}: the data's SHA-256 digest {digest} differs from the {pyfunc_loader.DIGEST_TAG} tag "
+            f"recorded in the registry at registration ({expected}). Refusing to load it: the artifact (weights "
+            "and MLmodel) was modified after registration. Register the model again from a trusted run (or roll "
+            "the champion back: anomaly-pipeline models rollback)"
         )
-    return loaded, inner
+    loaded = mlflow.pyfunc.load_model(str(local))
+    return loaded, loaded.get_raw_model()
 
 
-mlflow.models.set_model(HybridPyfunc())
+def _pyfunc_conf(local: Path, model_uri: str) -> dict[str, Any]:
+    """The python_function flavor of the model at ``local``, refused unless it runs only our loader."""
+    from mlflow.models import Model
+
+    from anomaly_pipeline import pyfunc_loader
+
+    conf = Model.load(str(local / "MLmodel")).flavors.get(PYFUNC) or {}
+    loader = conf.get("loader_module")
+    reasons = []
+    if loader != pyfunc_loader.LOADER_MODULE:
+        reasons.append(f"its loader is {loader!r}, not {pyfunc_loader.LOADER_MODULE!r}")
+    if conf.get("code"):
+        reasons.append(f"it asks for code from the artifact on sys.path ({conf['code']!r})")
+    if any(key in conf for key in ("python_model", "cloudpickle_version")):
+        reasons.append("it holds a python_model (code or a pickle stored in the artifact)")
+    if not conf.get("data"):
+        reasons.append("it has no data folder")
+    if reasons:
+        raise pyfunc_loader.ModelIntegrityError(
+            f"{model_uri} is not a model this project loads: {'; '.join(reasons)}. Loading it would execute code "
+            "stored with the model (or it is not the hybrid detector); models registered by older versions of "
+            "anomaly-pipeline were logged that way - retrain (retrain_job) and promote the new version"
+        )
+    return conf
+
+
+def _registered_digest(model_uri: str) -> str | None:
+    """The ``weights_sha256`` tag of the version a ``models:/name/version`` or ``models:/name@alias``
+    URI points at; None for other URIs.
+
+    Raises:
+        ModelIntegrityError: a registered version without the tag (not registered by this code).
+    """
+    from anomaly_pipeline import pyfunc_loader
+
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/") :].strip("/")
+    client = mlflow.MlflowClient()
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in ref:
+        name, number = ref.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        return None  # models:/<logged model id>: no registry record to compare with
+    digest = (version.tags or {}).get(pyfunc_loader.DIGEST_TAG)
+    if not digest:
+        raise pyfunc_loader.ModelIntegrityError(
+            f"{model_uri} (version {version.version}) has no {pyfunc_loader.DIGEST_TAG} tag, so its weights cannot "
+            "be checked; it was not registered by this version of anomaly-pipeline: retrain and promote a new one"
+        )
+    return str(digest)

@@ -187,13 +187,25 @@ def register_version(
     id and model id recorded on the version. A model saved the MLflow 2 way as run artifacts
     (``<artifact_path>/MLmodel`` under the run) is registered from the run's artifact folder.
 
+    A hybrid detector logged by ``mlflow_model.log_hybrid_model`` gets the tag
+    ``weights_sha256`` (its data's digest, checked on every load) when ``tags`` does not bring it:
+    registering the same run again keeps the check.
+
     Raises:
         ValueError: the run logged no model under ``artifact_path``.
         RuntimeError: the version did not become READY within ``await_seconds``.
+        pyfunc_loader.ModelIntegrityError: the logged data no longer matches its own record.
     """
+    from anomaly_pipeline import pyfunc_loader
+
     name = config.model_name
     run = client.get_run(run_id)
     model_id, source = _model_source(client, run, artifact_path)
+    tags = dict(tags or {})
+    if pyfunc_loader.DIGEST_TAG not in tags:
+        digest = _data_digest(source)
+        if digest is not None:
+            tags[pyfunc_loader.DIGEST_TAG] = digest
     try:
         client.create_registered_model(
             name, description="Graph-temporal anomaly detector for security telemetry (GNN + LSTM)."
@@ -221,6 +233,19 @@ def register_version(
         status=version.status,
         aliases=aliases_of(client, name, version.version),
     )
+
+
+def _data_digest(source: str) -> str | None:
+    """The verified data digest of a model logged with the project's loader; None for others."""
+    from mlflow.models import Model
+
+    from anomaly_pipeline import pyfunc_loader
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+    conf = Model.load(str(local / "MLmodel")).flavors.get("python_function") or {}
+    if conf.get("loader_module") != pyfunc_loader.LOADER_MODULE or not conf.get("data"):
+        return None
+    return pyfunc_loader.verify_data(local / conf["data"], pyfunc_loader.recorded_hashes(local), "in its MLmodel file")
 
 
 def promote(

@@ -8,7 +8,10 @@ row goes to the quarantine table with its ``raw_ref`` and a reason naming the ex
 column and the value (``dst_port=70000 outside [0, 65535]``).
 
 Rows that ingestion could not parse (``parse_error`` set) are quarantined before GX, with stage
-``"parse"``. The counts always reconcile: rows read = rows valid + rows quarantined.
+``"parse"``. A parsed row whose ``event_id`` an earlier parsed row of the table already has is
+dropped knowingly: quarantined with stage ``"duplicate"`` and the first row's ``raw_ref`` in the
+reason (the first occurrence is kept and validated), and counted in ``rows_duplicate``. The
+counts always reconcile: rows read = rows valid + rows quarantined (duplicates included).
 
 Expectations, in contract terms:
 
@@ -16,11 +19,29 @@ Expectations, in contract terms:
 * types: every column has the contract dtype (checked by GX at numpy/pandas type level);
 * required columns (``schema.REQUIRED_COLUMNS``) are not null;
 * ``ts`` lies in ``[ts_min, ts_max]``;
-* order tolerance: a row's ``ts`` lies at most ``order_tolerance_s`` seconds behind the
-  running maximum of ``ts`` over the earlier rows of the same file (rows in table order; the
-  file is the part of ``raw_ref`` before its last ``:``). The helper column
-  ``ts_behind_max_s`` holds that lag; rows whose ``ts`` is null or out of range do not move
-  the running maximum and are not order-checked (the range check already rejects them);
+* order, robust to single records: rows are compared within their file (the part of
+  ``raw_ref`` before its last ``:``), in table order, and no single row can make its
+  neighbours look out of order. With ``W = order_window`` and ``T = order_tolerance_s``:
+
+  - a row's *confirmed* time is the smaller of its ``ts`` and the (lower) median ``ts`` of the
+    ``W`` rows after it; a time later rows do not confirm cannot raise it;
+  - behind: a row fails when its ``ts`` lies more than ``T`` seconds behind the latest
+    confirmed time of the earlier rows (helper column ``ts_behind_s``);
+  - ahead: a row fails when its ``ts`` lies more than ``T`` seconds ahead of both the (upper)
+    median of the ``W`` rows after it and that of the ``W`` rows before it (helper column
+    ``ts_ahead_s``): a lone future-dated line is rejected by itself and moves nothing. It takes
+    two witnesses: a file's first row with a single row after it is not blamed (one row's word
+    against another's).
+
+  The old rule (behind the running maximum of every earlier ``ts``) let one plausible but
+  future-dated line raise the maximum, so every later line was quarantined and the bad line
+  itself passed. Now moving the reference takes more than half of the (up to ``W``) rows after
+  a row: a run of more than ``W / 2`` consecutive rows in the body of a file, which is what a
+  real jump in time looks like (near a file's end, where fewer rows follow, a majority of those;
+  never a single row, nor two). A row with
+  no later row in its file (the last one) cannot be found ahead; a file's first row has no
+  earlier rows, so only the rows after it can refute it. Rows whose ``ts`` is null or out of
+  range take no part (the range check already rejects them);
 * categorical domains (``schema.CATEGORICAL_DOMAINS``; nulls allowed);
 * numeric ranges: byte, packet and duration columns in ``[0, 1e13]``, ``dst_port`` in
   ``[0, 65535]``; ``label`` in ``{0, 1}``.
@@ -55,7 +76,10 @@ from anomaly_pipeline import schema
 
 logger = logging.getLogger(__name__)
 
-ORDER_HELPER_COLUMN = "ts_behind_max_s"
+ORDER_HELPER_COLUMN = "ts_behind_s"  # seconds behind the confirmed time of earlier rows
+AHEAD_HELPER_COLUMN = "ts_ahead_s"  # seconds ahead of the rows before and after it
+HELPER_COLUMNS: tuple[str, ...] = (ORDER_HELPER_COLUMN, AHEAD_HELPER_COLUMN)
+DEFAULT_ORDER_WINDOW = 31
 DEFAULT_TS_MIN = pd.Timestamp("2000-01-01", tz="UTC")
 DEFAULT_TS_MAX_AHEAD = pd.Timedelta(days=1)  # ts_max default: now + this
 NUMERIC_MAX = 1e13  # bytes / packets / seconds; larger is a unit or parsing error, not traffic
@@ -63,6 +87,7 @@ PORT_RANGE = (0, 65535)
 LABEL_VALUES = (0, 1)
 EXCERPT_CHARS = 200
 STAGE_PARSE = "parse"
+STAGE_DUPLICATE = "duplicate"
 STAGE_VALIDATION = "validation"
 
 # Contract dtype -> the ``type_`` GX's pandas type check compares with ``dtype.type``:
@@ -105,13 +130,16 @@ class ValidationPolicy:
     Attributes:
         ts_min: earliest accepted event time (UTC; naive means UTC); None means 2000-01-01.
         ts_max: latest accepted event time; None means now + 1 day at validation time.
-        order_tolerance_s: how far, in seconds, a row's ts may lie behind the latest ts seen
-            earlier in the same file.
+        order_tolerance_s: how far, in seconds, a row's ts may lie behind the confirmed time of
+            the earlier rows of its file, or ahead of the rows around it (module docstring).
+        order_window: how many following rows confirm a row's time (their median); a run of
+            more than half this many rows can move the order reference, fewer cannot.
     """
 
     ts_min: pd.Timestamp | None = None
     ts_max: pd.Timestamp | None = None
     order_tolerance_s: float = 3600.0
+    order_window: int = DEFAULT_ORDER_WINDOW
 
     def resolve(self, now: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
         """The ``(ts_min, ts_max)`` bounds in UTC, defaults filled in."""
@@ -124,6 +152,8 @@ class ValidationPolicy:
             raise ValueError(
                 f"ValidationPolicy: order_tolerance_s must be >= 0, got {self.order_tolerance_s}"
             )
+        if self.order_window < 1:
+            raise ValueError(f"ValidationPolicy: order_window must be >= 1, got {self.order_window}")
         return ts_min, ts_max
 
 
@@ -135,14 +165,16 @@ class ValidationResult:
         valid: rows that passed, ``schema.EVENT_COLUMNS`` only (envelope dropped), index reset.
         quarantined: ``schema.QUARANTINE_COLUMNS``, one row per rejected input row, input order.
         rows_read / rows_valid / rows_quarantined: counts; read = valid + quarantined.
+        rows_duplicate: quarantined rows that repeat an earlier row's event_id (stage
+            ``"duplicate"``), part of ``rows_quarantined``.
         expectations: one row per expectation: expectation, column, success, unexpected_count,
             unexpected_percent (GX's: 0-100, of the non-null values checked; 0 when none),
             details (the observed value of a table-level check, or the error GX raised).
         gx_success: GX's overall outcome on the parsed rows (True for an empty table).
         policy: the bounds used (ISO strings) and the order tolerance in seconds.
         reason_counts: how many quarantined rows hit each reason category, most frequent
-            first: ``"parse: <kind>"`` (the text of a parse error before its ``:``) and
-            ``"validation: <expectation>(<column>)"``. A row that failed several checks counts
+            first: ``"parse: <kind>"`` (the text of a parse error before its ``:``),
+            ``"duplicate: event_id"`` and ``"validation: <expectation>(<column>)"``. A row that failed several checks counts
             once in each, so the counts may add up to more than ``rows_quarantined``.
     """
 
@@ -155,6 +187,7 @@ class ValidationResult:
     gx_success: bool
     policy: dict[str, Any] = field(default_factory=dict)
     reason_counts: dict[str, int] = field(default_factory=dict)
+    rows_duplicate: int = 0
 
     @property
     def quarantine_rate(self) -> float:
@@ -178,6 +211,7 @@ class ValidationResult:
             "rows_read": int(self.rows_read),
             "rows_valid": int(self.rows_valid),
             "rows_quarantined": int(self.rows_quarantined),
+            "rows_duplicate": int(self.rows_duplicate),
             "quarantine_rate": float(self.quarantine_rate),
             "gx_success": bool(self.gx_success),
             "policy": dict(self.policy),
@@ -210,12 +244,17 @@ def validate_events(raw: pd.DataFrame, policy: ValidationPolicy | None = None) -
 
     parse_error = _column_or_null(raw, "parse_error")
     parse_failed = parse_error.notna().to_numpy()
-    frame = raw.loc[~parse_failed, [c for c in raw.columns if c not in schema.ENVELOPE_COLUMNS]]
-    positions = np.flatnonzero(~parse_failed)  # row of ``raw`` for each row of ``frame``
+    early = _early_reasons(raw, parse_error, parse_failed)  # raw row -> (stage, reason)
+    kept = np.ones(n_read, dtype=bool)
+    kept[list(early)] = False
+    frame = raw.loc[kept, [c for c in raw.columns if c not in schema.ENVELOPE_COLUMNS]]
+    positions = np.flatnonzero(kept)  # row of ``raw`` for each row of ``frame``
     frame = frame.reset_index(drop=True)  # GX reports failing rows by this RangeIndex
-    frame[ORDER_HELPER_COLUMN] = _order_lag_seconds(frame, ts_min, ts_max)
+    behind, ahead = _order_offsets(frame, ts_min, ts_max, policy.order_window)
+    frame[ORDER_HELPER_COLUMN] = behind
+    frame[AHEAD_HELPER_COLUMN] = ahead
 
-    checks = _build_checks(frame, ts_min, ts_max, policy.order_tolerance_s)
+    checks = _build_checks(frame, ts_min, ts_max, policy.order_tolerance_s, policy.order_window)
     gx_result = _run_gx(frame, checks)
     row_reasons, table_reasons, expectations = _interpret(frame, checks, gx_result)
 
@@ -241,8 +280,11 @@ def validate_events(raw: pd.DataFrame, policy: ValidationPolicy | None = None) -
         categories.update(
             {f"{STAGE_PARSE}: {part.split(':', 1)[0].strip()}" for part in str(message).split("; ")}
         )
+    n_duplicate = sum(1 for stage, _ in early.values() if stage == STAGE_DUPLICATE)
+    if n_duplicate:
+        categories[f"{STAGE_DUPLICATE}: event_id"] = n_duplicate
 
-    quarantined = _quarantine_table(raw, parse_error, parse_failed, positions, failed, reasons)
+    quarantined = _quarantine_table(raw, early, positions, failed, reasons)
     result = ValidationResult(
         valid=valid,
         quarantined=quarantined,
@@ -255,8 +297,10 @@ def validate_events(raw: pd.DataFrame, policy: ValidationPolicy | None = None) -
             "ts_min": ts_min.isoformat(),
             "ts_max": ts_max.isoformat(),
             "order_tolerance_s": float(policy.order_tolerance_s),
+            "order_window": int(policy.order_window),
         },
         reason_counts=dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
+        rows_duplicate=n_duplicate,
     )
     if result.rows_read != result.rows_valid + result.rows_quarantined:
         # Not an ``assert``: the reconciliation must hold under ``python -O`` too.
@@ -265,11 +309,12 @@ def validate_events(raw: pd.DataFrame, policy: ValidationPolicy | None = None) -
             f"+ quarantined {result.rows_quarantined}"
         )
     logger.info(
-        "validated %d rows: %d valid, %d quarantined (%.2f%%), GX success=%s",
+        "validated %d rows: %d valid, %d quarantined (%.2f%%; %d duplicate event ids), GX success=%s",
         result.rows_read,
         result.rows_valid,
         result.rows_quarantined,
         100 * result.quarantine_rate,
+        result.rows_duplicate,
         result.gx_success,
     )
     return result
@@ -315,7 +360,7 @@ class _Check:
 
 
 def _build_checks(
-    frame: pd.DataFrame, ts_min: pd.Timestamp, ts_max: pd.Timestamp, tolerance_s: float
+    frame: pd.DataFrame, ts_min: pd.Timestamp, ts_max: pd.Timestamp, tolerance_s: float, window: int
 ) -> list[_Check]:
     """The expectation suite for ``frame``, built from the contract.
 
@@ -326,7 +371,7 @@ def _build_checks(
     checks = [
         _Check(
             gxe.ExpectTableColumnsToMatchSet(
-                column_set=[*schema.EVENT_COLUMNS, ORDER_HELPER_COLUMN], exact_match=True
+                column_set=[*schema.EVENT_COLUMNS, *HELPER_COLUMNS], exact_match=True
             ),
             None,
             _no_row,
@@ -363,8 +408,19 @@ def _build_checks(
                 gxe.ExpectColumnValuesToBeBetween(column=ORDER_HELPER_COLUMN, max_value=tolerance_s),
                 ORDER_HELPER_COLUMN,
                 lambda v, i: (
-                    f"ts={_show(v['ts'][i])} is {v[ORDER_HELPER_COLUMN][i]:.0f} s behind the latest "
-                    f"earlier ts of its file (tolerance {tolerance_s:g} s)"
+                    f"ts={_show(v['ts'][i])} is {v[ORDER_HELPER_COLUMN][i]:.0f} s behind the time "
+                    f"confirmed by the earlier rows of its file (tolerance {tolerance_s:g} s)"
+                ),
+            )
+        )
+        checks.append(
+            _Check(
+                gxe.ExpectColumnValuesToBeBetween(column=AHEAD_HELPER_COLUMN, max_value=tolerance_s),
+                AHEAD_HELPER_COLUMN,
+                lambda v, i: (
+                    f"ts={_show(v['ts'][i])} is {v[AHEAD_HELPER_COLUMN][i]:.0f} s ahead of the rows of its "
+                    f"file before it and of the median of the {window} after it (tolerance {tolerance_s:g} s): "
+                    "a time the later rows do not confirm"
                 ),
             )
         )
@@ -503,7 +559,7 @@ def _details(body: dict[str, Any]) -> str | None:
 
 def _table_failure_text(check: _Check, frame: pd.DataFrame) -> str:
     if check.column is None:  # the columns-match-set expectation
-        expected = {*schema.EVENT_COLUMNS, ORDER_HELPER_COLUMN}
+        expected = {*schema.EVENT_COLUMNS, *HELPER_COLUMNS}
         missing = sorted(expected - set(frame.columns))
         extra = sorted(set(frame.columns) - expected)
         return f"columns do not match the contract: missing {missing}, unexpected {extra}"
@@ -528,29 +584,109 @@ def _describe_type(name: str, dtype: str) -> Callable[[_Values, int], str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _order_lag_seconds(frame: pd.DataFrame, ts_min: pd.Timestamp, ts_max: pd.Timestamp) -> pd.Series:
-    """Seconds each row's ts lies behind the running max of earlier in-range ts of its file.
+def _order_offsets(
+    frame: pd.DataFrame, ts_min: pd.Timestamp, ts_max: pd.Timestamp, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds each row lies behind / ahead of its file's robust time reference (module docstring).
 
     NaN where ts is null, out of ``[ts_min, ts_max]`` or not a tz-aware datetime column (the
-    type and range expectations report those rows).
+    type and range expectations report those rows), and where there is nothing to compare with.
     """
     n = len(frame)
     if "ts" not in frame.columns or not isinstance(frame["ts"].dtype, pd.DatetimeTZDtype):
-        return pd.Series(np.full(n, np.nan), index=frame.index, dtype="float64")
+        return np.full(n, np.nan), np.full(n, np.nan)
     ts = frame["ts"].dt.tz_convert("UTC")
     usable = ts.notna().to_numpy() & (ts >= ts_min).to_numpy() & (ts <= ts_max).to_numpy()
     nanos = ts.astype("datetime64[ns, UTC]").array.asi8
     seconds = np.where(usable, nanos / 1e9, np.nan)
-    if "raw_ref" in frame.columns:
-        # "file.csv:17" -> "file.csv": tables concatenated from several files are ordered per file.
-        refs = pa.array(frame["raw_ref"].to_numpy(dtype=object, na_value=None), type=pa.string())
-        # Arrow's regex runs in C++; pandas' str.rsplit takes about 1 s per 150k rows.
-        files = pc.replace_substring_regex(refs, pattern=":[^:]*$", replacement="")
-        files = files.fill_null("").to_numpy(zero_copy_only=False)
-    else:
-        files = np.zeros(n, dtype=np.int8)
-    running_max = pd.Series(seconds).groupby(files, sort=False).cummax().to_numpy()
-    return pd.Series(running_max - seconds, index=frame.index, dtype="float64")
+    files = pd.factorize(_file_keys(frame))[0]
+    lower, upper, count = _window_medians(seconds[::-1], files[::-1], window)
+    lower, upper, count = lower[::-1], upper[::-1], count[::-1]  # of the rows after each row
+    confirmed = np.minimum(seconds, lower)  # NaN when unusable or nothing follows
+    prior = _earlier_max(confirmed, files)
+    behind = prior - seconds
+    # Ahead: of more than half the rows after it (upper median) and of more than half the rows
+    # before it, with two witnesses at least (one row cannot refute another).
+    _, upper_before, count_before = _window_medians(seconds, files, window)
+    upper = np.where((count >= 2) | ((count >= 1) & (count_before >= 1)), upper, np.nan)
+    with np.errstate(invalid="ignore"):
+        ahead = np.minimum(seconds - upper, np.where(count_before >= 1, seconds - upper_before, np.inf))
+    return behind, np.where(np.isinf(ahead), np.nan, ahead)
+
+
+def _file_keys(frame: pd.DataFrame) -> np.ndarray:
+    """The file of each row: ``raw_ref`` without its last ``:`` part (one key when absent)."""
+    if "raw_ref" not in frame.columns:
+        return np.zeros(len(frame), dtype=np.int8)
+    refs = pa.array(frame["raw_ref"].to_numpy(dtype=object, na_value=None), type=pa.string())
+    # Arrow's regex runs in C++; pandas' str.rsplit takes about 1 s per 150k rows.
+    files = pc.replace_substring_regex(refs, pattern=":[^:]*$", replacement="")
+    return files.fill_null("").to_numpy(zero_copy_only=False)
+
+
+def _window_medians(
+    seconds: np.ndarray, files: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the lower and upper median of the (non-NaN) values of the ``window`` rows of its
+    file just before it in the given order, and how many there are (0 and NaN when none).
+
+    Called on the reversed table, the rows before are the rows after. Lower and upper medians (no
+    averaging of the two middle values) keep the checks conservative: the confirmed time never
+    rises above what at least half the later rows reach, and a row is "ahead" only of a strict
+    majority.
+    """
+    n = len(seconds)
+    if n == 0:
+        return np.empty(0), np.empty(0), np.empty(0)
+    series = pd.Series(seconds)
+    rolling = series.groupby(files, sort=False).rolling(window, min_periods=1)
+
+    def shifted(stat: pd.Series) -> np.ndarray:  # exclude the row itself: it is never its own witness
+        stat = stat.reset_index(level=0, drop=True).sort_index()
+        return stat.groupby(files, sort=False).shift(1).to_numpy(dtype=np.float64)
+
+    lower = shifted(rolling.quantile(0.5, interpolation="lower"))
+    upper = shifted(rolling.quantile(0.5, interpolation="higher"))
+    count = np.nan_to_num(shifted(rolling.count()), nan=0.0)
+    return lower, upper, count
+
+
+def _earlier_max(values: np.ndarray, files: np.ndarray) -> np.ndarray:
+    """Per row, the maximum of the non-NaN values of the earlier rows of its file (NaN if none)."""
+    if len(values) == 0:
+        return np.empty(0)
+    series = pd.Series(values)
+    running = series.groupby(files, sort=False).cummax()
+    running = running.groupby(files, sort=False).ffill()
+    return running.groupby(files, sort=False).shift(1).to_numpy(dtype=np.float64)
+
+
+def _early_reasons(
+    raw: pd.DataFrame, parse_error: pd.Series, parse_failed: np.ndarray
+) -> dict[int, tuple[str, str]]:
+    """Rows quarantined before GX: parse errors, then repeats of an earlier row's event_id.
+
+    Only parsed rows count for duplicates; the first row with an id is kept (and validated),
+    every later one is dropped with the first one's raw_ref in its reason.
+    """
+    early = {int(i): (STAGE_PARSE, str(parse_error.iat[i])) for i in np.flatnonzero(parse_failed)}
+    if "event_id" not in raw.columns:
+        return early
+    ids = raw["event_id"].where(~parse_failed)
+    repeat = (ids.notna() & ids.duplicated(keep="first")).to_numpy()
+    if not repeat.any():
+        return early
+    refs = raw["raw_ref"] if "raw_ref" in raw.columns else pd.Series(pd.NA, index=raw.index)
+    first_ref = pd.Series(refs.to_numpy(), index=ids.to_numpy())
+    first_ref = first_ref[~first_ref.index.duplicated(keep="first") & ~pd.isna(first_ref.index)]
+    for i in np.flatnonzero(repeat).tolist():
+        event_id = ids.iat[i]
+        early[i] = (
+            STAGE_DUPLICATE,
+            f"duplicate event_id: {_show(event_id)} was already read at {first_ref.get(event_id)}; "
+            "this repeat is dropped and the first one kept",
+        )
+    return early
 
 
 def _column_or_null(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -561,17 +697,17 @@ def _column_or_null(frame: pd.DataFrame, name: str) -> pd.Series:
 
 def _quarantine_table(
     raw: pd.DataFrame,
-    parse_error: pd.Series,
-    parse_failed: np.ndarray,
+    early: dict[int, tuple[str, str]],
     positions: np.ndarray,
     failed: np.ndarray,
     reasons: dict[int, str],
 ) -> pd.DataFrame:
-    """Quarantine rows in input order: parse failures and validation failures."""
+    """Quarantine rows in input order: parse failures, duplicates and validation failures."""
     stage = np.full(len(raw), None, dtype=object)
     reason = np.full(len(raw), None, dtype=object)
-    stage[parse_failed] = STAGE_PARSE
-    reason[parse_failed] = parse_error[parse_failed].to_numpy(dtype=object)
+    for row, (row_stage, text) in early.items():
+        stage[row] = row_stage
+        reason[row] = text
     failed_positions = positions[failed]
     stage[failed_positions] = STAGE_VALIDATION
     reason[failed_positions] = [reasons[int(i)] for i in np.flatnonzero(failed)]
@@ -580,7 +716,7 @@ def _quarantine_table(
     excerpts = _column_or_null(raw, "raw_excerpt").to_numpy(dtype=object, na_value=None)[keep]
     # A row that parsed has no excerpt from ingestion (or came from an adapter without one):
     # show its fields instead.
-    render = np.flatnonzero(pd.isna(excerpts) & (stage[keep] == STAGE_VALIDATION))
+    render = np.flatnonzero(pd.isna(excerpts) & (stage[keep] != STAGE_PARSE))
     if len(render):
         excerpts[render] = _render_rows(raw, keep[render])
 

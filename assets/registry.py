@@ -1,9 +1,7 @@
 """registered_model: the trained hybrid logged to MLflow and registered with aliases."""
 
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 import mlflow
@@ -15,8 +13,9 @@ from anomaly_pipeline import registry
 from anomaly_pipeline.alerts import AlertSink
 from anomaly_pipeline.drift import drift_frame
 from anomaly_pipeline.graph import EVENT_FEATURES, GraphWindows
-from anomaly_pipeline.mlflow_model import load_pyfunc, model_signature, to_model_input
+from anomaly_pipeline.mlflow_model import load_pyfunc, log_hybrid_model, to_model_input
 from anomaly_pipeline.model_card import ModelCard
+from anomaly_pipeline.pyfunc_loader import DIGEST_TAG
 from anomaly_pipeline.redact import redact_url
 from anomaly_pipeline.schema import EVENT_COLUMNS
 
@@ -24,8 +23,6 @@ from .common import OWNERS
 from .evaluation import ModelEvaluation
 from .resources import EventSourceResource, MlflowResource, StateResource
 from .training import TrainedHybrid
-
-MODEL_CODE = Path(registry.__file__).with_name("mlflow_model.py")
 
 
 @dataclass
@@ -66,7 +63,6 @@ def registered_model(
     tags = {"dagster_run_id": context.run_id, "data_window": f"{ts.min()}..{ts.max()}",
             "train_window": f"{train_ts.min()}..{train_ts.max()}", registry.GIT_COMMIT_TAG: registry.git_commit()}
     run_tags = {**tags, "mlflow.note.content": _run_description(context.run_id, tags, model_evaluation)}
-    work = state.run_dir("reports", context.run_id)
     validation = _validation_summary(context)
     # The drift reference: this model's own scores and features on its training split.
     train_idx = graph_windows.split_index("train")
@@ -106,18 +102,12 @@ def registered_model(
             lineage={"git_commit": tags[registry.GIT_COMMIT_TAG], "dagster_run_id": context.run_id,
                      "mlflow_run_id": run.info.run_id},
         )
-        window_file = work / "window_config.json"
-        window_file.write_text(json.dumps(graph_windows.config.__dict__))
-        mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(MODEL_CODE),
-            artifacts={"detector": str(hybrid_model.path), "window_config": str(window_file)},
-            signature=model_signature(),
-            input_example=to_model_input(graph_windows.events.head(40)),
-            pip_requirements=["anomaly-pipeline"],
-        )
+        # The loader is the installed package (pyfunc_loader): no code in the artifact, and the
+        # data's SHA-256 digest goes to the version's tags, checked on every load.
+        _, digest = log_hybrid_model(hybrid_model.path, graph_windows.config,
+                                     input_example=to_model_input(graph_windows.events.head(40)))
         run_id = run.info.run_id
-    version = registry.register_version(client, config, run_id, "model", tags=tags,
+    version = registry.register_version(client, config, run_id, "model", tags={**tags, DIGEST_TAG: digest},
                                         description=model_evaluation.gate_reason)
     card.version = version.version
     client.log_text(run_id, card.to_markdown(), "model_card.md")  # logged once the version is known

@@ -45,6 +45,31 @@ class QualityGateFailed(RuntimeError):
         )
 
 
+class InputIncomplete(RuntimeError):
+    """The input file ends early (truncated or corrupt compressed stream): nothing was trained."""
+
+    def __init__(self, detail: str, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"the input is incomplete, so the run stopped after reading it: {detail}. The lines before the "
+            "break are in raw_events and the break is in quarantined_events; fetch or copy the file again"
+        )
+
+
+def _input_failure(instance: dg.DagsterInstance) -> InputIncomplete:
+    check_key = dg.AssetCheckKey(dg.AssetKey("raw_events"), "input_is_complete")
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key]).get(check_key)
+    detail = "a compressed input ended early"
+    run_id = None
+    if latest is not None and latest.event is not None and latest.event.dagster_event is not None:
+        evaluation = latest.event.dagster_event.event_specific_data
+        breaks = getattr(evaluation, "metadata", {}).get("breaks")
+        if breaks is not None and breaks.value:
+            detail = str(breaks.value[0])
+        run_id = latest.run_id
+    return InputIncomplete(detail, run_id)
+
+
 def _gate_failure(instance: dg.DagsterInstance) -> QualityGateFailed:
     records = instance.fetch_materializations(dg.AssetKey("model_evaluation"), limit=1).records
     if not records:
@@ -62,7 +87,8 @@ def run_full_pipeline(
 ) -> dict[str, Any]:
     """Materialize every asset, then return (and write) the run summary.
 
-    Raises ``QualityGateFailed`` when the blocking quality gate stops the run before registration.
+    Raises ``QualityGateFailed`` when the blocking quality gate stops the run before registration,
+    ``InputIncomplete`` when the input file ends early (a truncated compressed stream).
     """
     from definitions import build_definitions, local_resources
 
@@ -78,6 +104,8 @@ def run_full_pipeline(
     try:
         result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=True)
     except DagsterAssetCheckFailedError as error:
+        if "input_is_complete" in str(error):
+            raise _input_failure(instance) from error
         if "hybrid_beats_baselines" not in str(error):
             raise
         raise _gate_failure(instance) from error

@@ -127,7 +127,8 @@ def daily_events(
     result.quarantined.to_parquet(daily_file(state, "daily_quarantine", day), index=False)
     rate = result.rows_quarantined / max(result.rows_read, 1)
     counts = {"rows_read": result.rows_read, "rows_valid": result.rows_valid,
-              "rows_quarantined": result.rows_quarantined, "quarantine_rate": round(rate, 6)}
+              "rows_quarantined": result.rows_quarantined, "rows_duplicate": result.rows_duplicate,
+              "quarantine_rate": round(rate, 6)}
     empty = result.rows_read == 0
     outcome = (f"no events for {day} in {event_source.describe()}: nothing to score; scoring and drift "
                "are skipped for this day" if empty else

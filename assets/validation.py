@@ -52,6 +52,7 @@ def validate_raw_events(context: dg.AssetExecutionContext, config: ValidationCon
         "rows_read": result.rows_read,
         "rows_valid": result.rows_valid,
         "rows_quarantined": result.rows_quarantined,
+        "rows_duplicate": result.rows_duplicate,  # repeated event ids, dropped knowingly (in quarantine)
         "quarantine_rate": round(rate, 6),
     }
     yield dg.Output(

@@ -55,7 +55,7 @@ CSV_LINES: list[bytes] = [
     b'g12,2024-03-01T10:00:11Z,dns,"smith, j",WS5,DNS1,53,udp,,,,0',  # 15 good, quoted comma
     b"g13,2024-03-01T10:00:12Z,network_flow,,WS1,SRV1,80,tcp,,lots,10,0",  # 16 non-numeric bytes
     b"g14,2024-03-01T10:00:13Z,auth,\xff\xfeuser,WS1,DC1,,,true,,,0",  # 17 invalid UTF-8, no NUL
-    b"g15,2024-03-01T08:00:00Z,auth,erin,WS6,DC1,,,true,,,0",  # 18 2 h behind the running max
+    b"g15,2024-03-01T08:00:00Z,auth,erin,WS6,DC1,,,true,,,0",  # 18 2 h behind the confirmed time
 ]
 
 CSV_PARSE_ERRORS = {
@@ -74,8 +74,10 @@ CSV_VALIDATION_ERRORS = {
     "events.csv:12": f"expect_column_values_to_be_between: ts=1970-01-01T00:00:00+00:00 outside {TS_RANGE}",
     "events.csv:13": f"expect_column_values_to_be_between: ts=2100-01-01T00:00:00+00:00 outside {TS_RANGE}",
     "events.csv:18": (
-        "expect_column_values_to_be_between: ts=2024-03-01T08:00:00+00:00 is 7211 s behind "
-        "the latest earlier ts of its file (tolerance 3600 s)"
+        # 10:00:09 (line 11) is the latest time later lines confirm: 10:00:10 and 10:00:11 are
+        # followed only by this line, so they cannot raise the reference on their own.
+        "expect_column_values_to_be_between: ts=2024-03-01T08:00:00+00:00 is 7209 s behind "
+        "the time confirmed by the earlier rows of its file (tolerance 3600 s)"
     ),
 }
 
@@ -275,12 +277,21 @@ def test_max_line_bytes_boundary_with_crlf(tmp_path: Path) -> None:
     assert raw["parse_error"].tolist()[1] == "line too long: 130 bytes, more than max_line_bytes=30"
 
 
-def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
+def test_truncated_gzip_keeps_the_rows_before_the_break_and_quarantines_it(tmp_path: Path) -> None:
     data = gzip.compress(b"\n".join([CSV_HEADER] + [CSV_LINES[1]] * 5000))
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(OSError, match="truncated or corrupt - fetch it again"):
-        read_event_file(path)
+    raw = read_event_file(path)
+    errors = raw["parse_error"]
+    assert errors.iloc[:-1].isna().all()  # every complete line before the break is an event
+    assert len(raw) > 100
+    last = len(raw)  # the break's row: the line after the last complete one (+1 for the header)
+    assert raw["raw_ref"].iloc[-1] == f"cut.csv.gz:{last + 1}"
+    assert errors.iloc[-1].startswith(f"truncated input: the stream ends early or is corrupt after line {last}")
+    assert "fetch or copy it again" in errors.iloc[-1]
+    result = validate_events(raw, POLICY)
+    assert result.rows_read == result.rows_valid + result.rows_quarantined == len(raw)
+    assert result.reason_counts["parse: truncated input"] == 1
 
 
 def test_header_only_file_gives_zero_rows(tmp_path: Path) -> None:

@@ -229,23 +229,17 @@ def test_file_source_reads_any_format_and_follows_growth(tmp_path: Path):
 
 
 def _register_champion(tmp_path: Path, model: ChampionModel):
-    import mlflow
-
     from anomaly_pipeline import registry
-    from anomaly_pipeline.mlflow_model import model_signature
+    from anomaly_pipeline.mlflow_model import log_hybrid_model
+    from anomaly_pipeline.pyfunc_loader import DIGEST_TAG
 
     config = registry.RegistryConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                      artifact_location=str(tmp_path / "artifacts"), experiment="stream-tests")
     client = registry.configure(config)
     det_dir = model.detector.save(tmp_path / "detector")
-    window_file = tmp_path / "window_config.json"
-    window_file.write_text(json.dumps(model.window.__dict__))
-    code = Path(registry.__file__).with_name("mlflow_model.py")
     with registry.training_run(config, "stream-test") as run:
-        mlflow.pyfunc.log_model(name="model", python_model=str(code),
-                                artifacts={"detector": str(det_dir), "window_config": str(window_file)},
-                                signature=model_signature(), pip_requirements=["anomaly-pipeline"])
-    version = registry.register_version(client, config, run.info.run_id)
+        _, digest = log_hybrid_model(det_dir, model.window)
+    version = registry.register_version(client, config, run.info.run_id, tags={DIGEST_TAG: digest})
     registry.promote(client, config, version.version, gate_passed=True, challenger_score=0.5)
     return config
 

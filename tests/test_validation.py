@@ -10,7 +10,7 @@ import pytest
 
 from anomaly_pipeline import schema
 from anomaly_pipeline.validation import (
-    ORDER_HELPER_COLUMN,
+    HELPER_COLUMNS,
     ValidationPolicy,
     ValidationResult,
     validate_events,
@@ -63,7 +63,7 @@ def test_each_rule_names_column_and_value() -> None:
             _good("2024-03-01T10:00:04Z", label=2),  # 8
             _good("2024-03-01T10:00:05Z", protocol="carrier_pigeon"),  # 9
             _good("2024-03-01T10:00:06Z", duration_s=2e13),  # 10
-            _good("2024-03-01T08:00:00Z"),  # 11: 2 h 6 s behind 10:00:06
+            _good("2024-03-01T08:00:00Z"),  # 11: 2 h 5 s behind 10:00:05, the last confirmed time
             _good("2024-03-01T10:00:07Z"),  # 12 valid
         ]
     )
@@ -78,8 +78,8 @@ def test_each_rule_names_column_and_value() -> None:
         "test.csv:9": f"{IN_SET}: protocol='carrier_pigeon' not one of {', '.join(schema.PROTOCOLS)}",
         "test.csv:10": f"{BETWEEN}: duration_s=20000000000000 outside [0, 1e+13]",
         "test.csv:11": (
-            f"{BETWEEN}: ts=2024-03-01T08:00:00+00:00 is 7206 s behind the latest earlier ts of its file "
-            "(tolerance 3600 s)"
+            f"{BETWEEN}: ts=2024-03-01T08:00:00+00:00 is 7205 s behind the time confirmed by the earlier rows "
+            "of its file (tolerance 3600 s)"
         ),
     }
     assert set(result.quarantined["stage"]) == {"validation"}
@@ -129,15 +129,98 @@ def test_order_tolerance_is_per_file_and_configurable() -> None:
             {"ts": "2024-03-01T12:00:00Z", "event_type": "auth", "raw_ref": "a.csv:2"},
             # Another file interleaved: its own clock, not behind a.csv.
             {"ts": "2024-03-01T09:00:00Z", "event_type": "auth", "raw_ref": "b.csv:2"},
-            {"ts": "2024-03-01T11:30:00Z", "event_type": "auth", "raw_ref": "a.csv:3"},  # 1800 s behind
+            {"ts": "2024-03-01T12:01:00Z", "event_type": "auth", "raw_ref": "a.csv:3"},
+            {"ts": "2024-03-01T11:30:00Z", "event_type": "auth", "raw_ref": "a.csv:4"},  # 1800 s behind 12:00
             {"ts": "2024-03-01T09:10:00Z", "event_type": "auth", "raw_ref": "b.csv:3"},
+            {"ts": "2024-03-01T12:02:00Z", "event_type": "auth", "raw_ref": "a.csv:5"},
         ]
     )
     assert validate_events(raw, POLICY).rows_quarantined == 0
     strict = validate_events(raw, ValidationPolicy(ts_max=POLICY.ts_max, order_tolerance_s=600))
-    assert list(_reasons(strict)) == ["a.csv:3"]
-    assert "is 1800 s behind" in _reasons(strict)["a.csv:3"]
-    assert "(tolerance 600 s)" in _reasons(strict)["a.csv:3"]
+    assert list(_reasons(strict)) == ["a.csv:4"]
+    assert "is 1800 s behind" in _reasons(strict)["a.csv:4"]  # a.csv:2 confirmed by a.csv:3
+    assert "(tolerance 600 s)" in _reasons(strict)["a.csv:4"]
+
+
+def _minutes(n: int, start: str = "2024-03-01T10:00:00Z") -> list[str]:
+    """``n`` times one minute apart, ISO strings."""
+    first = pd.Timestamp(start)
+    return [(first + pd.Timedelta(minutes=i)).isoformat() for i in range(n)]
+
+
+@pytest.mark.parametrize("position", [0, 1, 50, 98])
+def test_one_future_dated_line_loses_exactly_that_line(position: int) -> None:
+    # Issue 13: a plausible but later time (an hour before now, in a file from 2024) used to
+    # raise the running maximum, so every later line was quarantined and the bad one passed.
+    times = _minutes(100)
+    times[position] = (pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=1)).isoformat()
+    raw = _events([_good(t) for t in times])
+    result = validate_events(raw)
+    assert list(_reasons(result)) == [f"test.csv:{position + 2}"]
+    reason = _reasons(result)[f"test.csv:{position + 2}"]
+    assert "ahead of the rows of its file before it and of the median of the 31 after it" in reason
+    assert result.rows_valid == 99
+
+
+def test_one_past_dated_line_loses_exactly_that_line() -> None:
+    times = _minutes(100)
+    times[40] = "2024-02-20T00:00:00Z"
+    result = validate_events(_events([_good(t) for t in times]), POLICY)
+    assert list(_reasons(result)) == ["test.csv:42"]
+    assert "behind the time confirmed by the earlier rows" in _reasons(result)["test.csv:42"]
+
+
+def test_two_rows_that_disagree_blame_neither() -> None:
+    # Found by the fuzz suite: with one row after it and none before, a row is not "ahead" (one
+    # row's word against another's); the rule needs two witnesses.
+    result = validate_events(_events([_good("2024-03-01T10:00:00Z"), _good("2023-03-01T10:00:00Z")]), POLICY)
+    assert result.rows_quarantined == 0
+
+
+def test_a_real_jump_in_time_is_accepted_and_a_real_step_back_is_not() -> None:
+    # 40 rows, then a 5 h gap (a quiet night): the rows after it confirm the new time.
+    times = _minutes(40) + _minutes(40, "2024-03-01T15:40:00Z")
+    assert validate_events(_events([_good(t) for t in times]), POLICY).rows_quarantined == 0
+    # 40 rows, then 40 rows from 2 h earlier: those are behind, as before, not the rows before them.
+    times = _minutes(40) + _minutes(40, "2024-03-01T08:00:00Z")
+    result = validate_events(_events([_good(t) for t in times]), POLICY)
+    assert sorted(_reasons(result), key=lambda r: int(r.split(":")[1])) == [f"test.csv:{i + 2}" for i in range(40, 80)]
+
+
+def test_a_burst_shorter_than_half_the_window_cannot_move_the_reference() -> None:
+    times = _minutes(200)
+    later = pd.Timestamp("2024-03-05T00:00:00Z")
+    for k in range(100, 110):  # ten consecutive future-dated lines
+        times[k] = (later + pd.Timedelta(seconds=k)).isoformat()
+    result = validate_events(_events([_good(t) for t in times]), POLICY)
+    assert list(_reasons(result)) == [f"test.csv:{k + 2}" for k in range(100, 110)]
+
+
+def test_duplicate_event_ids_are_dropped_knowingly_and_counted() -> None:
+    raw = _events([_good(t) for t in _minutes(5)])
+    raw.loc[3, "event_id"] = "e1"
+    raw.loc[4, "event_id"] = "e1"
+    result = validate_events(raw, POLICY)
+    assert result.valid["event_id"].tolist() == ["e0", "e1", "e2"]
+    assert (result.rows_read, result.rows_valid, result.rows_quarantined, result.rows_duplicate) == (5, 3, 2, 2)
+    q = result.quarantined
+    assert q["stage"].tolist() == ["duplicate", "duplicate"]
+    assert q["reason"].tolist() == [
+        "duplicate event_id: 'e1' was already read at test.csv:3; this repeat is dropped and the first one kept"
+    ] * 2
+    assert q["raw_excerpt"].iloc[0].startswith("event_id='e1', ts=2024-03-01T10:03:00+00:00")
+    assert result.reason_counts == {"duplicate: event_id": 2}
+    assert result.summary()["rows_duplicate"] == 2
+
+
+def test_a_duplicate_of_an_unparsed_row_is_not_a_duplicate() -> None:
+    raw = _events([_good(t) for t in _minutes(2)])
+    raw["event_id"] = pd.array(["same", "same"], dtype="string")
+    raw["parse_error"] = pd.array(["empty line", pd.NA], dtype="string")
+    raw["raw_excerpt"] = pd.array(["", pd.NA], dtype="string")
+    result = validate_events(raw, POLICY)
+    assert result.rows_duplicate == 0
+    assert result.valid["raw_ref"].tolist() == ["test.csv:3"]
 
 
 def test_out_of_range_ts_does_not_drag_the_order_check() -> None:
@@ -224,10 +307,11 @@ def test_summary_is_json_and_reconciles() -> None:
     assert summary["policy"]["ts_max"] == "2030-01-01T00:00:00+00:00"
 
 
-def test_order_helper_column_is_not_in_the_output() -> None:
+def test_order_helper_columns_are_not_in_the_output() -> None:
     result = validate_events(_events([_good()]), POLICY)
-    assert ORDER_HELPER_COLUMN not in result.valid.columns
-    assert ORDER_HELPER_COLUMN in set(result.expectations["column"].dropna())
+    for column in HELPER_COLUMNS:
+        assert column not in result.valid.columns
+        assert column in set(result.expectations["column"].dropna())
 
 
 def test_default_policy_accepts_today_and_rejects_next_week() -> None:

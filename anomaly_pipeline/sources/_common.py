@@ -20,6 +20,14 @@ Two readers live here:
 
 Inputs may be plain, gzip (detected by magic bytes, whatever the name) or a zip archive (the
 member is streamed, never extracted).
+
+One record never aborts a file. A block or JSON chunk whose vectorised conversion raises is
+bisected (``convert_guarded``, ``_json_chunk_guarded``) until the one line that raises is found;
+it becomes a row with an ``unreadable record`` parse_error and the rest converts as usual. A
+JSON record mapper's exception fails its own line. A compressed stream that breaks (truncated
+gzip, corrupt zip member) keeps every complete line before the break and adds one row for the
+break (``truncated input: ...``, see ``files.truncation_reason``), at the line number after the
+last complete line; the partial line is that row's excerpt.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import pyarrow.csv as pacsv
 
 from anomaly_pipeline import schema
 from anomaly_pipeline.sources.files import (
+    STREAM_ERRORS,
     _decode_or_reason,
     _line_problem,
     _open_binary,
@@ -52,6 +61,11 @@ from anomaly_pipeline.sources.files import (
     check_reader_args,
     empty_raw_events,
     excerpt,
+    json_reason,
+    lines_until_break,
+    loads_strict,
+    truncation_reason,
+    unreadable_reason,
 )
 
 __all__ = [
@@ -67,10 +81,13 @@ __all__ = [
     "Parsed",
     "RecordError",
     "auth_type_of",
+    "broken_chunk",
     "build_chunk",
     "check_common_args",
     "codes",
+    "concat_chunks",
     "conformed",
+    "convert_guarded",
     "dict_map",
     "dict_map_checked",
     "dict_map_float",
@@ -86,6 +103,8 @@ __all__ = [
     "reject_rows",
     "show",
     "sort_by_ts",
+    "unreadable_chunk",
+    "whole_number",
 ]
 
 # Rows per chunk: big enough that per-chunk costs vanish, small enough for bounded memory
@@ -132,7 +151,15 @@ def open_input(path: Path, member: str | None = None) -> Iterator[tuple[IO[bytes
     with path.open("rb") as probe:
         magic = probe.read(4)
     if magic == _ZIP_MAGIC:
-        with zipfile.ZipFile(path) as archive:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            # A zip's index sits at its end: a cut or damaged archive cannot be opened at all.
+            raise ValueError(
+                f"{path}: starts like a zip archive but cannot be opened ({type(exc).__name__}: {exc}); "
+                "it is probably truncated or corrupt - fetch or copy it again"
+            ) from exc
+        with archive:
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
             if member is None:
                 if len(names) != 1:
@@ -166,15 +193,20 @@ class LineBlock:
         first_line: 1-based line number of the first line in the file.
         n_lines: how many lines ``data`` holds.
         overlong: block line index -> full length in bytes of a line cut at ``max_line_bytes``.
+        broken: set on the one-line block that stands for a break in a compressed stream: the
+            reason (``files.truncation_reason``); its line is the partial line, if any.
         starts / ends (computed on first use, one numpy pass): byte offsets of each line's
             content in ``data``; ``ends`` excludes the line break (LF or CRLF).
     """
 
-    def __init__(self, data: bytes, first_line: int, n_lines: int, overlong: dict[int, int]) -> None:
+    def __init__(
+        self, data: bytes, first_line: int, n_lines: int, overlong: dict[int, int], broken: str | None = None
+    ) -> None:
         self.data = data
         self.first_line = first_line
         self.n_lines = n_lines
         self.overlong = overlong
+        self.broken = broken
         self._array: np.ndarray | None = None
         self._starts: np.ndarray | None = None
         self._ends: np.ndarray | None = None
@@ -245,6 +277,8 @@ def iter_line_blocks(
     Memory is bounded by the block size: a line that grows past ``max_line_bytes`` without a
     line break keeps only its first ``max_line_bytes + 2`` bytes (the rest is read and dropped)
     and is listed in ``LineBlock.overlong``. A last line without a line break is a line.
+    When the stream breaks (``files.STREAM_ERRORS``), the complete lines before the break come
+    in blocks as usual, then one last block of one line with ``broken`` set.
     """
     if isinstance(handle, gzip.GzipFile | zipfile.ZipExtFile):
         # Decompression releases the GIL: inflate the next pieces on another core meanwhile.
@@ -280,9 +314,13 @@ class _Prefetcher:
         self._thread.join()
 
     def _run(self) -> None:
+        # read1: at most one decompression step per call. A plain read(size) that meets the end
+        # of a truncated stream raises and drops everything it inflated in that call; read1
+        # hands over what was inflated before the break, so those lines are kept.
+        read = getattr(self._handle, "read1", self._handle.read)
         try:
             while not self._stop.is_set():
-                piece = self._handle.read(self._size)
+                piece = read(self._size)
                 self._put(piece)
                 if not piece:
                     return
@@ -334,8 +372,13 @@ def _line_blocks(handle: Any, chunk_rows: int, max_line_bytes: int, read_bytes: 
         first_line += n_lines
         return block
 
+    broken: BaseException | None = None
     while True:
-        piece = handle.read(read_bytes)
+        try:
+            piece = handle.read(read_bytes)
+        except STREAM_ERRORS as exc:
+            broken = exc
+            break
         if not piece:
             break
         if skip_head is not None:
@@ -364,6 +407,21 @@ def _line_blocks(handle: Any, chunk_rows: int, max_line_bytes: int, read_bytes: 
             tail = 0
         while sum(counts) >= chunk_rows:
             yield take(chunk_rows)
+    if broken is not None:
+        # The partial line at the break belongs to the break's row, not to a line of its own.
+        partial = b""
+        if skip_head is not None:
+            partial = skip_head
+        elif tail:
+            data = b"".join(pieces)
+            cut = data.rfind(b"\n") + 1
+            partial = data[cut:]
+            pieces, counts = ([data[:cut]], [sum(counts)]) if cut else ([], [])
+        while sum(counts) > 0:
+            yield take(min(chunk_rows, sum(counts)))
+        reason = truncation_reason(first_line - 1, broken)
+        yield LineBlock(partial[:limit].replace(b"\n", b" ") + b"\n", first_line, 1, {}, broken=reason)
+        return
     if skip_head is not None:
         overlong[sum(counts)] = skipped
         pieces.append(skip_head + b"\n")
@@ -439,7 +497,9 @@ def parse_delimited(
 
     Good path: the whole selection goes to Arrow's CSV reader, typed. When a line is bad (wrong
     field count, empty, too long, NUL, bad UTF-8, stray CR) or a value does not convert, the
-    slow path finds exactly which rows and why; every other row still parses.
+    slow path finds exactly which rows and why; every other row still parses. A number field
+    that reads as NaN or infinity (``nan``, ``inf``, ``1e999``) fails its row: a value that is
+    not a finite number is quarantined, never taken as null.
     """
     lines = np.arange(block.n_lines) if select is None else np.flatnonzero(select)
     n = len(lines)
@@ -448,8 +508,35 @@ def parse_delimited(
     if _block_looks_clean(block, lines, select, max_line_bytes):
         table = _arrow_parse(_line_bytes(block, lines, select), spec, typed=True)
         if table is not None and table.num_rows == n:
-            return Parsed(lines, np.ones(n, dtype=bool), table, {}, {})
-    return _parse_slow(block, lines, select, spec, max_line_bytes)
+            return _reject_non_finite(Parsed(lines, np.ones(n, dtype=bool), table, {}, {}), spec, block)
+    return _reject_non_finite(_parse_slow(block, lines, select, spec, max_line_bytes), spec, block)
+
+
+def _reject_non_finite(parsed: Parsed, spec: DelimitedSpec, block: LineBlock) -> Parsed:
+    """Fail the rows whose floating-point fields hold NaN or an infinity (present, not null)."""
+    table = parsed.table
+    bad = None
+    messages: dict[int, list[str]] = {}
+    for name, target in spec.types.items():
+        if not pa.types.is_floating(target) or table[name].null_count == len(table[name]):
+            continue
+        # Null (an unset field) stays allowed; is_finite is null there, which fill_null keeps.
+        wrong = pc.invert(pc.is_finite(table[name])).fill_null(False).to_numpy(zero_copy_only=False)
+        wrong = np.asarray(wrong, dtype=bool)
+        if not wrong.any():
+            continue
+        values = table[name].to_numpy(zero_copy_only=False)
+        for pos in np.flatnonzero(wrong).tolist():
+            messages.setdefault(pos, []).append(
+                f"bad number: field {name} value {float(values[pos])!r} is not a finite number ({spec.what})"
+            )
+        bad = wrong if bad is None else bad | wrong
+    if bad is None:
+        return parsed
+    rows = np.flatnonzero(bad)
+    parsed.fail(np.flatnonzero(parsed.ok)[rows], ["; ".join(messages[int(r)]) for r in rows], block)
+    parsed.table = table.filter(pa.array(~bad))
+    return parsed
 
 
 def _block_looks_clean(
@@ -925,57 +1012,116 @@ def iter_json_events(
     ``mapper`` gets each JSON object and returns one value per ``JSON_FIELDS`` entry (raw
     Python values: strings, numbers, booleans, None; ``ts`` as a number in ``ts_unit`` since
     the Unix epoch or an ISO-8601 string, naive meaning UTC) or raises ``RecordError``. Values
-    are converted per chunk; a value that does not convert fails its row.
+    are converted per chunk; a value that does not convert fails its row. Any other exception
+    from the mapper fails its own line (``unreadable record: ...``), never the file; so do
+    ``NaN`` / ``Infinity`` (JSON has neither) and nesting beyond the parser's recursion limit.
     """
-    loads = json.loads
     with open_input(path, member) as (handle, ref_name):
         rows: list[tuple[Any, ...]] = []
         texts: list[bytes] = []
         row_lines: list[int] = []
         bad: dict[int, tuple[int, str, str]] = {}  # position in chunk -> (line, reason, excerpt)
-        for line_no, (content, total) in enumerate(_physical_lines(handle, path, max_line_bytes), start=1):
-            # Good path: json.loads decodes the UTF-8 bytes itself; the precise reason for a bad
-            # line (empty, binary, bad UTF-8, bad JSON) is worked out only when it fails.
-            reason = None
-            if total <= max_line_bytes and b"\x00" not in content:
-                try:
-                    obj = loads(content)
-                except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                    reason = _json_line_reason(content, total, max_line_bytes, exc)
-                else:
-                    if type(obj) is dict:
-                        try:
-                            rows.append(mapper(obj))
-                            texts.append(content)
-                            row_lines.append(line_no)
-                        except RecordError as exc:
-                            reason = str(exc)
-                    else:
-                        reason = f"JSON not an object: got {type(obj).__name__}"
+        lines = lines_until_break(_physical_lines(handle, path, max_line_bytes))
+        for line_no, (content, total) in enumerate(lines, start=1):
+            if content is None:  # the compressed stream broke: one row for the break, then the end
+                bad[len(rows) + len(bad)] = (line_no, total, "")
+                break
+            reason = _json_line(content, total, max_line_bytes, mapper, rows)
+            if reason is None:
+                texts.append(content)
+                row_lines.append(line_no)
             else:
-                reason = _line_problem(content, total, max_line_bytes)
-            if reason is not None:
                 bad[len(rows) + len(bad)] = (line_no, reason, excerpt(content))
             if len(rows) + len(bad) >= chunk_rows:
-                chunk = _json_chunk(adapter, ref_name, rows, texts, row_lines, bad, ts_unit)
+                chunk = _json_chunk_guarded(adapter, ref_name, rows, texts, row_lines, bad, ts_unit)
                 yield post(chunk) if post else chunk
                 rows, texts, row_lines, bad = [], [], [], {}
         if rows or bad:
-            chunk = _json_chunk(adapter, ref_name, rows, texts, row_lines, bad, ts_unit)
+            chunk = _json_chunk_guarded(adapter, ref_name, rows, texts, row_lines, bad, ts_unit)
             yield post(chunk) if post else chunk
 
 
-def _json_line_reason(content: bytes, total: int, max_line_bytes: int, exc: ValueError) -> str:
-    """The parse_error of a line ``json.loads`` rejected, in files.py's categories."""
+def _json_line(
+    content: bytes,
+    total: int,
+    max_line_bytes: int,
+    mapper: Callable[[dict[str, Any]], tuple[Any, ...]],
+    rows: list[tuple[Any, ...]],
+) -> str | None:
+    """Map one JSON line, appending its values to ``rows``; the line's parse_error, or None."""
+    if total > max_line_bytes or b"\x00" in content:
+        return _line_problem(content, total, max_line_bytes)
+    # Good path: the decoder reads the UTF-8 bytes; the precise reason for a bad line (empty,
+    # binary, bad UTF-8, bad JSON) is worked out only when it fails.
+    try:
+        obj = loads_strict(content)
+    except (ValueError, RecursionError) as exc:  # syntax, UTF-8, NaN / Infinity, nesting
+        return _json_line_reason(content, total, max_line_bytes, exc)
+    if type(obj) is not dict:
+        return f"JSON not an object: got {type(obj).__name__}"
+    try:
+        values = mapper(obj)
+    except RecordError as exc:
+        return str(exc)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a value the mapper did not foresee: this record only
+        return unreadable_reason(exc)
+    if len(values) != len(JSON_FIELDS):
+        return unreadable_reason(ValueError(f"the mapper gave {len(values)} values for {len(JSON_FIELDS)} fields"))
+    rows.append(values)
+    return None
+
+
+def _json_line_reason(content: bytes, total: int, max_line_bytes: int, exc: BaseException) -> str:
+    """The parse_error of a line the JSON decoder rejected, in files.py's categories."""
     problem = _line_problem(content, total, max_line_bytes)
     if problem is not None:
         return problem
     text, problem = _decode_or_reason(content)
     if text is None:
         return problem or "not valid UTF-8"
-    if isinstance(exc, json.JSONDecodeError):
-        return f"invalid JSON: {exc.msg} at column {exc.colno}"
-    return f"invalid JSON: {exc}"
+    return json_reason(exc)
+
+
+def _json_chunk_guarded(
+    adapter: str,
+    ref_name: str,
+    rows: list[tuple[Any, ...]],
+    texts: list[bytes],
+    row_lines: list[int],
+    bad: dict[int, tuple[int, str, str]],
+    ts_unit: str,
+) -> pd.DataFrame:
+    """``_json_chunk``; when its vectorised conversion raises, bisect to the record that does."""
+    try:
+        return _json_chunk(adapter, ref_name, rows, texts, row_lines, bad, ts_unit)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        n = len(rows) + len(bad)
+        if n == 1 and rows:
+            return _json_chunk(adapter, ref_name, [], [], [], {0: (row_lines[0], unreadable_reason(exc),
+                                                                   excerpt(texts[0]))}, ts_unit)
+        if n <= 1:
+            raise
+        good_pos = [pos for pos in range(n) if pos not in bad]  # chunk position of each good row
+        half = n // 2
+        parts = []
+        for start, stop in ((0, half), (half, n)):
+            keep = [k for k, pos in enumerate(good_pos) if start <= pos < stop]
+            parts.append(
+                _json_chunk_guarded(
+                    adapter,
+                    ref_name,
+                    [rows[k] for k in keep],
+                    [texts[k] for k in keep],
+                    [row_lines[k] for k in keep],
+                    {pos - start: v for pos, v in bad.items() if start <= pos < stop},
+                    ts_unit,
+                )
+            )
+        return pd.concat(parts, ignore_index=True)
 
 
 def _json_chunk(
@@ -1014,9 +1160,22 @@ def _json_chunk(
                     )
                 failed |= wrong
             elif name in _FLOAT_FIELDS:
-                values[name] = np.array(column, dtype=np.float64)  # mappers give numbers or None
+                numbers_, wrong = _json_numbers(column, schema.EVENT_DTYPES[name])
+                values[name] = numbers_
+                for pos in np.flatnonzero(wrong).tolist():
+                    messages.setdefault(pos, []).append(
+                        f"bad number: field {name} value {show(column[pos])} is not a finite number"
+                        + ("" if schema.EVENT_DTYPES[name] == "Float64" else " in the column's integer range")
+                    )
+                failed |= wrong
             else:
-                values[name] = np.array(column, dtype=object)
+                objects, wrong = _json_objects(column, schema.EVENT_DTYPES[name])
+                values[name] = objects
+                for pos in np.flatnonzero(wrong).tolist():
+                    messages.setdefault(pos, []).append(
+                        f"bad value: field {name} value {show(column[pos])} is not a {schema.EVENT_DTYPES[name]}"
+                    )
+                failed |= wrong
         if failed.any():
             for pos in np.flatnonzero(failed).tolist():
                 row = int(ok_rows[pos])
@@ -1033,6 +1192,54 @@ def _json_chunk(
         errors=errors,
         excerpts=excerpts,
     )
+
+
+_INT_RANGES = {"Int8": (-(2**7), 2**7 - 1), "Int32": (-(2**31), 2**31 - 1)}
+
+
+def _json_numbers(column: Sequence[Any], dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """A mapper's numbers (or None) as float64 (NaN = null) and a mask of values that are not
+    finite numbers (NaN, infinity, an int beyond float64, a non-number, a non-integer or an
+    out-of-range value for an integer column): those rows fail, they are never nulled."""
+    present = np.fromiter((v is not None for v in column), dtype=bool, count=len(column))
+    try:
+        numbers_ = np.array(column, dtype=np.float64)  # None -> NaN
+        if numbers_.ndim != 1:
+            raise ValueError("nested values")
+    except (TypeError, ValueError, OverflowError):  # a text, a list, an int beyond float64
+        numbers_ = np.array([_one_float(v) for v in column], dtype=np.float64)
+    wrong = present & ~np.isfinite(numbers_)
+    bool_values = np.fromiter((type(v) is bool for v in column), dtype=bool, count=len(column))
+    wrong |= bool_values
+    if dtype in _INT_RANGES:
+        lo, hi = _INT_RANGES[dtype]
+        with np.errstate(invalid="ignore"):
+            wrong |= present & ((np.mod(numbers_, 1) != 0) | (numbers_ < lo) | (numbers_ > hi))
+    numbers_[wrong] = np.nan
+    return numbers_, wrong
+
+
+def _one_float(value: Any) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return np.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return np.nan
+
+
+def _json_objects(column: Sequence[Any], dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """A mapper's text / boolean values as an object array and a mask of values of another type."""
+    kind = str if dtype == "string" else bool
+    values = np.array(column, dtype=object)
+    if values.ndim != 1:  # nested values of equal length: numpy made a 2-D array of them
+        values = np.empty(len(column), dtype=object)
+        for i, value in enumerate(column):
+            values[i] = value
+    wrong = np.fromiter((v is not None and type(v) is not kind for v in column), dtype=bool, count=len(column))
+    if wrong.any():
+        values[wrong] = None
+    return values, wrong
 
 
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
@@ -1078,8 +1285,22 @@ def _json_timestamps(column: Sequence[Any], unit: str) -> tuple[np.ndarray, np.n
 def first_lines(path: Path, n: int = 20, max_bytes: int = 65536, member: str | None = None) -> list[bytes]:
     """Up to ``n`` non-empty lines from the start of ``path`` (decompressed), for sniffing."""
     out: list[bytes] = []
+    pieces: list[bytes] = []
     with open_input(path, member) as (handle, _):
-        head = handle.read(max_bytes)
+        # read1, like the block reader: a truncated gzip raises on the read that reaches the
+        # break, and what the earlier reads returned is still there to sniff the format from.
+        read = getattr(handle, "read1", handle.read)
+        size = 0
+        while size < max_bytes:
+            try:
+                piece = read(min(8192, max_bytes - size))
+            except STREAM_ERRORS:
+                break
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+    head = b"".join(pieces)
     for line in head.split(b"\n")[:-1] if b"\n" in head else [head]:
         line = line.rstrip(b"\r")
         if line.strip():
@@ -1087,6 +1308,74 @@ def first_lines(path: Path, n: int = 20, max_bytes: int = 65536, member: str | N
         if len(out) >= n:
             break
     return out
+
+
+def broken_chunk(block: LineBlock, *, adapter: str, ref_name: str) -> pd.DataFrame:
+    """The one-row chunk that quarantines a break in a compressed stream (``block.broken``)."""
+    return build_chunk(
+        adapter=adapter,
+        ref_name=ref_name,
+        line_numbers=np.array([block.first_line], dtype=np.int64),
+        ok=np.zeros(1, dtype=bool),
+        values={},
+        errors={0: str(block.broken)},
+        excerpts={0: excerpt(block.line(0))},
+    )
+
+
+def unreadable_chunk(block: LineBlock, line: int, exc: BaseException, *, adapter: str, ref_name: str) -> pd.DataFrame:
+    """One row for block line ``line`` whose conversion raised ``exc``."""
+    return build_chunk(
+        adapter=adapter,
+        ref_name=ref_name,
+        line_numbers=np.array([block.first_line + line], dtype=np.int64),
+        ok=np.zeros(1, dtype=bool),
+        values={},
+        errors={0: unreadable_reason(exc)},
+        excerpts={0: excerpt(block.line(line))},
+    )
+
+
+def convert_guarded(
+    convert: Callable[[np.ndarray | None], list[pd.DataFrame]],
+    block: LineBlock,
+    select: np.ndarray | None = None,
+    *,
+    adapter: str,
+    ref_name: str,
+    keep: tuple[type[Exception], ...] = (),
+) -> list[pd.DataFrame]:
+    """``convert(select)`` (the chunks of the selected lines of ``block``), one bad line isolated.
+
+    A block is converted with whole-column operations, so one unexpected value could raise for
+    all of it. When ``convert`` raises (anything but MemoryError and the ``keep`` types, which
+    are file-level errors with their own message), the selected lines are bisected and converted
+    again; a single line that still raises becomes an ``unreadable record`` row. The chunks come
+    back in line order.
+    """
+    try:
+        return convert(select)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        if keep and isinstance(exc, keep):
+            raise
+        lines = np.arange(block.n_lines) if select is None else np.flatnonzero(select)
+        if len(lines) == 0:
+            raise
+        if len(lines) == 1:
+            return [unreadable_chunk(block, int(lines[0]), exc, adapter=adapter, ref_name=ref_name)]
+        out: list[pd.DataFrame] = []
+        for part in np.array_split(lines, 2):
+            mask = np.zeros(block.n_lines, dtype=bool)
+            mask[part] = True
+            out.extend(convert_guarded(convert, block, mask, adapter=adapter, ref_name=ref_name, keep=keep))
+        return out
+
+
+def concat_chunks(chunks: list[pd.DataFrame]) -> pd.DataFrame:
+    """Chunks of one block as one (the usual case is a single chunk: no copy)."""
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
 
 
 def reject_rows(
@@ -1167,6 +1456,25 @@ def auth_type_of(name: str | None) -> str | None:
     return _AUTH_TYPE_NAMES.get(key, "other")
 
 
+def whole_number(value: Any) -> int | None:
+    """An integer from a JSON value: an int, a float with no fraction, or ASCII digits; else None.
+
+    Booleans, NaN, infinities, lists and text such as ``"²"`` (a digit to ``str.isdigit`` but
+    not to ``int``) are not numbers here, so a caller can quarantine the record with a reason.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():  # False for NaN and infinities
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return int(text)
+    return None
+
+
 def logon_type_of(name: str | int | None) -> str | None:
     """A logon type name (``RemoteInteractive``) or number (10) in the contract's domain.
 
@@ -1180,7 +1488,7 @@ def logon_type_of(name: str | int | None) -> str | None:
     key = str(name).strip().lower()
     if key in UNKNOWN_TEXT:
         return None
-    if key.isdigit():
+    if key.isascii() and key.isdigit():
         return LOGON_TYPE_IDS.get(int(key), "other")
     key = key.replace(" ", "").replace("_", "").replace("-", "")
     return _LOGON_TYPE_NAMES.get(key, "other")

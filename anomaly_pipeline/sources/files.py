@@ -26,6 +26,15 @@ provenance of a row read here is this file and line.
 Each ``parse_error`` message starts with a stable category followed by ``:`` and the detail
 (``"bad number: column bytes_out value 'lots' is not a number"``); several problems in one row
 are joined with ``"; "``. Validation counts quarantine reasons by that category.
+
+One record never aborts a file: JSON nested deeper than the parser's recursion limit, a number
+JSON cannot represent (``NaN``, ``Infinity``, ``1e400``: non-finite numbers are quarantined,
+never turned into null), or any other exception while converting a chunk becomes a row with a
+``parse_error`` for exactly the record that raised it (the chunk is bisected until the record is
+found; the other rows convert as usual). A compressed file that ends early (a truncated gzip or
+zip member) keeps every line read before the break and ends with one more row, at the line
+after the last complete one, whose ``parse_error`` starts with ``"truncated input:"``
+(``TRUNCATED_CATEGORY``); ``detect`` and ``run`` refuse such an input with exit status 2.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +86,77 @@ _MAX_EPOCH_S = 9.2e9
 # C0 and C1 control characters (and DEL) are escaped in excerpts so a quarantine table or log
 # line never carries raw terminal control sequences or NULs.
 _CONTROL_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7F, 0xA0))}
+# What a decompressing stream raises when the file ends early or is corrupt: gzip raises
+# EOFError when truncated, BadGzipFile (an OSError) or zlib.error when corrupt; zip members
+# raise BadZipFile (CRC) or EOFError.
+STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, zipfile.BadZipFile)
+TRUNCATED_CATEGORY = "truncated input"
+UNREADABLE_CATEGORY = "unreadable record"
+
+
+class TruncatedInput(OSError):
+    """The (compressed) input ended early or is corrupt after ``lines_read`` complete lines.
+
+    Readers catch it, keep the rows before the break and add one quarantine row for the break
+    (``truncation_reason``); it reaches a caller only from format sniffing.
+    """
+
+    def __init__(self, path: Path | str, lines_read: int, cause: BaseException) -> None:
+        self.lines_read = lines_read
+        self.cause = cause
+        super().__init__(f"{path}: {truncation_reason(lines_read, cause)}")
+
+
+def truncation_reason(lines_read: int, cause: BaseException) -> str:
+    """The parse_error of the row that stands for a break in a compressed stream."""
+    # No "; " inside: validation splits a parse_error at "; " into one problem each.
+    cause_text = str(cause).replace("; ", ", ")
+    return (
+        f"{TRUNCATED_CATEGORY}: the stream ends early or is corrupt after line {lines_read} "
+        f"({type(cause).__name__}: {cause_text}), the {lines_read} lines before the break were read and the "
+        "rest of the file is missing - the file is probably truncated: fetch or copy it again"
+    )
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """The parse_error of a record whose conversion raised ``exc`` (one record, not the file)."""
+    text = str(exc).replace("\n", " ").replace("; ", ", ")
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{UNREADABLE_CATEGORY}: {type(exc).__name__}: {text}"
+
+
+class NonFiniteNumber(ValueError):
+    """A JSON text used ``NaN``, ``Infinity`` or ``-Infinity`` (not JSON, Python accepts them)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise NonFiniteNumber(
+        f"non-finite number: {name} is not a number JSON can hold (write null for a missing value)"
+    )
+
+
+# One decoder for every JSON line: the C scanner with NaN / Infinity rejected instead of
+# silently becoming a float that later reads as null.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that rejects NaN / Infinity; raises ValueError (incl. UnicodeDecodeError,
+    NonFiniteNumber) or RecursionError (nesting beyond the interpreter's recursion limit)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    return _JSON_DECODER.decode(text)
+
+
+def json_reason(exc: BaseException) -> str:
+    """The parse_error of a line the JSON decoder rejected (syntax, NaN, nesting)."""
+    if isinstance(exc, NonFiniteNumber):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "invalid JSON: nested deeper than the parser's recursion limit"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} at column {exc.colno}"
+    return f"invalid JSON: {exc}"
 
 
 def check_reader_args(
@@ -139,8 +220,20 @@ def iter_event_file(
 def _iterate(path: Path, fmt: str, chunk_rows: int, max_line_bytes: int) -> Iterator[pd.DataFrame]:
     reader = _csv_chunks if fmt == "csv" else _jsonl_chunks
     with _open_binary(path) as handle:
-        lines = _physical_lines(handle, path, max_line_bytes)
+        lines = lines_until_break(_physical_lines(handle, path, max_line_bytes))
         yield from reader(path, lines, chunk_rows, max_line_bytes)
+
+
+def lines_until_break(lines: Iterator[tuple[bytes, int]]) -> Iterator[tuple[bytes | None, Any]]:
+    """``lines`` as they come; a break in the stream becomes one last item ``(None, reason)``.
+
+    The readers turn that item into the row that quarantines the break, after the rows of
+    every line read before it.
+    """
+    try:
+        yield from lines
+    except TruncatedInput as exc:
+        yield None, truncation_reason(exc.lines_read, exc.cause)
 
 
 def read_event_file(path: str | Path, **kwargs: Any) -> pd.DataFrame:
@@ -190,10 +283,13 @@ def _detect_format(path: Path, max_line_bytes: int) -> str:
     if name.endswith(_JSONL_SUFFIXES):
         return "jsonl"
     with _open_binary(path) as handle:
-        for line, _overflow in _physical_lines(handle, path, max_line_bytes):
-            stripped = line.lstrip()
-            if stripped:
-                return "jsonl" if stripped.startswith(b"{") else "csv"
+        try:
+            for line, _overflow in _physical_lines(handle, path, max_line_bytes):
+                stripped = line.lstrip()
+                if stripped:
+                    return "jsonl" if stripped.startswith(b"{") else "csv"
+        except TruncatedInput as exc:
+            raise schema.SchemaError(f"{exc}; no complete line to detect the format from") from exc
     raise schema.SchemaError(
         f"{path}: cannot detect the format of an empty file with an unknown extension; "
         "pass fmt='csv' or fmt='jsonl', or name it .csv / .jsonl"
@@ -224,12 +320,8 @@ def _physical_lines(handle: IO[bytes], path: Path, max_line_bytes: int) -> Itera
                 yield line, len(line)
             else:
                 yield line, len(line) + _skip_rest_of_line(readline, limit, line)
-    except (OSError, EOFError, zlib.error) as exc:
-        # gzip raises BadGzipFile (an OSError), EOFError when truncated, zlib.error when corrupt.
-        raise OSError(
-            f"{path}: the file could not be read after line {line_no} ({type(exc).__name__}: {exc}); "
-            "a gzip file is probably truncated or corrupt - fetch it again"
-        ) from exc
+    except STREAM_ERRORS as exc:
+        raise TruncatedInput(path, line_no, exc) from exc
 
 
 def _skip_rest_of_line(readline: Any, limit: int, start: bytes) -> int:
@@ -301,12 +393,21 @@ def _decode_or_reason(content: bytes) -> tuple[str | None, str | None]:
 def _csv_chunks(
     path: Path, lines: Iterator[tuple[bytes, int]], chunk_rows: int, max_line_bytes: int
 ) -> Iterator[pd.DataFrame]:
-    columns = _read_csv_header(path, lines, max_line_bytes)
+    first = next(lines, None)
+    if first is not None and first[0] is None:  # the stream broke before the header line ended
+        chunk = _Chunk(first_line=1)
+        chunk.add_bad(first[1], b"")
+        yield _build_guarded(chunk, _INPUT_COLUMNS, path.name, "file:csv", typed_values=True)
+        return
+    columns = _read_csv_header(path, first, max_line_bytes)
     n_columns = len(columns)
     commas = n_columns - 1
     chunk = _Chunk(first_line=2)  # the header is line 1
     rows, texts = chunk.rows, chunk.texts
     for content, total in lines:
+        if content is None:  # a break in a compressed stream: its own row, then the end
+            chunk.add_bad(total, b"")
+            break
         # Fast path, a few C-level string operations per good line: this is where the
         # >= 100k lines/s budget is spent. Anything unusual takes the slow path below.
         text: str | None = None
@@ -327,11 +428,11 @@ def _csv_chunks(
                 rows.append(parsed[0])
                 texts.append(parsed[1])
         if len(rows) >= chunk_rows:
-            yield _build_frame(chunk, columns, path.name, "file:csv", typed_values=False)
+            yield _build_guarded(chunk, columns, path.name, "file:csv", typed_values=False)
             chunk = _Chunk(chunk.next_first_line())
             rows, texts = chunk.rows, chunk.texts
     if rows:
-        yield _build_frame(chunk, columns, path.name, "file:csv", typed_values=False)
+        yield _build_guarded(chunk, columns, path.name, "file:csv", typed_values=False)
 
 
 def _csv_slow(content: bytes, total: int, n_columns: int, max_line_bytes: int) -> tuple[list[str], str] | str:
@@ -351,12 +452,11 @@ def _csv_slow(content: bytes, total: int, n_columns: int, max_line_bytes: int) -
     return fields, text
 
 
-def _read_csv_header(path: Path, lines: Iterator[tuple[bytes, int]], max_line_bytes: int) -> tuple[str, ...]:
+def _read_csv_header(path: Path, first: tuple[bytes, int] | None, max_line_bytes: int) -> tuple[str, ...]:
     fix = (
         "the first line must name canonical columns, e.g. 'event_id,ts,event_type,user,src_host'; "
         f"required: {', '.join(FILE_REQUIRED_COLUMNS)}; allowed: {', '.join(schema.EVENT_COLUMNS)}"
     )
-    first = next(lines, None)
     if first is None:
         raise schema.SchemaError(f"{path}: empty file, no CSV header line; {fix}")
     content, total = first
@@ -392,18 +492,21 @@ def _jsonl_chunks(
 ) -> Iterator[pd.DataFrame]:
     columns = _INPUT_COLUMNS
     allowed = frozenset(schema.EVENT_COLUMNS)
-    loads = json.loads
+    loads = loads_strict
     chunk = _Chunk(first_line=1)
     rows, texts = chunk.rows, chunk.texts
     for content, total in lines:
+        if content is None:  # a break in a compressed stream: its own row, then the end
+            chunk.add_bad(total, b"")
+            break
         reason = _line_problem(content, total, max_line_bytes)
         if reason is None:
             text, reason = _decode_or_reason(content)
             if text is not None:
                 try:
                     obj = loads(text)
-                except json.JSONDecodeError as exc:
-                    reason = f"invalid JSON: {exc.msg} at column {exc.colno}"
+                except (ValueError, RecursionError) as exc:  # syntax, NaN / Infinity, nesting
+                    reason = json_reason(exc)
                 else:
                     reason = _json_object_problem(obj, allowed)
                     if reason is None:
@@ -413,11 +516,11 @@ def _jsonl_chunks(
         if reason is not None:
             chunk.add_bad(reason, content)
         if len(rows) >= chunk_rows:
-            yield _build_frame(chunk, columns, path.name, "file:jsonl", typed_values=True)
+            yield _build_guarded(chunk, columns, path.name, "file:jsonl", typed_values=True)
             chunk = _Chunk(chunk.next_first_line())
             rows, texts = chunk.rows, chunk.texts
     if rows:
-        yield _build_frame(chunk, columns, path.name, "file:jsonl", typed_values=True)
+        yield _build_guarded(chunk, columns, path.name, "file:jsonl", typed_values=True)
 
 
 def _json_object_problem(obj: Any, allowed: frozenset[str]) -> str | None:
@@ -461,6 +564,42 @@ class _Errors:
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _build_guarded(
+    chunk: _Chunk, columns: tuple[str, ...], file_name: str, source: str, *, typed_values: bool
+) -> pd.DataFrame:
+    """``_build_frame``, but an exception raised by one record fails that record, not the file.
+
+    The vectorised conversion of a chunk either succeeds as a whole or raises; when it raises,
+    the chunk is bisected until the single record that raises is found (``log2(rows)`` levels
+    per bad record), which becomes a row with an ``unreadable record`` parse_error.
+    """
+    try:
+        return _build_frame(chunk, columns, file_name, source, typed_values=typed_values)
+    except MemoryError:
+        raise
+    except Exception as exc:  # one record's value broke a vectorised conversion
+        n = len(chunk.rows)
+        if n == 1:
+            single = _Chunk(chunk.first_line)
+            single.add_bad(unreadable_reason(exc), (chunk.texts[0] or "").encode())
+            return _build_frame(single, columns, file_name, source, typed_values=typed_values)
+        half = n // 2
+        parts = [_sub_chunk(chunk, 0, half), _sub_chunk(chunk, half, n)]
+        return pd.concat(
+            [_build_guarded(part, columns, file_name, source, typed_values=typed_values) for part in parts],
+            ignore_index=True,
+        )
+
+
+def _sub_chunk(chunk: _Chunk, start: int, stop: int) -> _Chunk:
+    """Rows ``[start, stop)`` of ``chunk`` as a chunk of their own (same line numbers)."""
+    part = _Chunk(chunk.first_line + start)
+    part.rows = chunk.rows[start:stop]
+    part.texts = chunk.texts[start:stop]
+    part.bad = {pos - start: value for pos, value in chunk.bad.items() if start <= pos < stop}
+    return part
 
 
 def _build_frame(
@@ -604,6 +743,9 @@ def _convert_number(
     numbers = _to_float(values, all_strings=not typed)
     bad = present & np.isnan(numbers)
     err.add(bad, values, f"bad number: column {name} value {{value}} is not a number")
+    infinite = present & np.isinf(numbers)
+    err.add(infinite, values, f"bad number: column {name} value {{value}} is not a finite number")
+    numbers = np.where(infinite, np.nan, numbers)
     if name in _INT_BOUNDS:
         lo, hi = _INT_BOUNDS[name]
         with np.errstate(invalid="ignore"):

@@ -169,7 +169,7 @@ def _candidates(line: bytes) -> set[str]:
     if stripped.startswith(b"{"):
         try:
             obj = json.loads(stripped)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON or UTF-8, or nested beyond the recursion limit
             return set()
         if not isinstance(obj, dict):
             return set()

@@ -217,7 +217,7 @@ def load_redteam(path: str | Path) -> RedTeam:
             if not text:
                 continue
             fields = text.split(",")
-            if len(fields) != 4 or not fields[0].strip().isdigit():
+            if len(fields) != 4 or not (fields[0].strip().isascii() and fields[0].strip().isdigit()):
                 raise ValueError(
                     f"{path}:{line_no}: not a red-team line 'time,user@domain,source computer,"
                     f"destination computer': {text[:100]!r}"
@@ -289,33 +289,57 @@ def _iterate(
     member: str | None,
 ) -> Iterator[pd.DataFrame]:
     spec = SPECS[kind]
-    convert = {"auth": _auth, "proc": _proc, "flows": _flows, "dns": _dns}[kind]
     redteam_times = np.array(sorted({t for t, *_ in labels}), dtype=np.int64) if labels else None
     with common.open_input(path, member) as (handle, ref_name):
         for block in common.iter_line_blocks(handle, chunk_rows=chunk_rows, max_line_bytes=max_line_bytes):
-            parsed = common.parse_delimited(block, spec, max_line_bytes)
-            time, reasons = _seconds(parsed.table, epoch_ns)
-            values = convert(parsed.table, spec, reasons)
-            values["ts"] = epoch_ns + time * _NS
-            values["_time"] = time
-            reject = reasons.astype(bool)  # None -> False, a reason -> True
-            values = common.reject_rows(parsed, block, values, reject, list(reasons[reject]))
-            time = values.pop("_time")
-            if labels is not None:
-                label = np.zeros(len(time), dtype=np.float64)
-                if kind == "auth" and redteam_times is not None and len(redteam_times):
-                    label = _redteam_labels(values, time, labels, redteam_times)
-                values["label"] = label
-                values["label_detail"] = np.where(label == 1, REDTEAM_DETAIL, None)
-            yield common.build_chunk(
-                adapter=ADAPTER,
-                ref_name=ref_name,
-                line_numbers=block.first_line + parsed.lines,
-                ok=parsed.ok,
-                values=values,
-                errors=parsed.errors,
-                excerpts=parsed.excerpts,
-            )
+            if block.broken:
+                yield common.broken_chunk(block, adapter=ADAPTER, ref_name=ref_name)
+                continue
+
+            def convert(select: np.ndarray | None, block: common.LineBlock = block) -> list[pd.DataFrame]:
+                return [_block_chunk(block, select, kind, spec, epoch_ns, labels, redteam_times, max_line_bytes,
+                                     ref_name)]
+
+            chunks = common.convert_guarded(convert, block, adapter=ADAPTER, ref_name=ref_name)
+            yield common.concat_chunks(chunks)
+
+
+def _block_chunk(
+    block: common.LineBlock,
+    select: np.ndarray | None,
+    kind: str,
+    spec: common.DelimitedSpec,
+    epoch_ns: int,
+    labels: RedTeam | None,
+    redteam_times: np.ndarray | None,
+    max_line_bytes: int,
+    ref_name: str,
+) -> pd.DataFrame:
+    """The selected lines of ``block`` (all when ``select`` is None) as one canonical chunk."""
+    convert = {"auth": _auth, "proc": _proc, "flows": _flows, "dns": _dns}[kind]
+    parsed = common.parse_delimited(block, spec, max_line_bytes, select)
+    time, reasons = _seconds(parsed.table, epoch_ns)
+    values = convert(parsed.table, spec, reasons)
+    values["ts"] = epoch_ns + time * _NS
+    values["_time"] = time
+    reject = reasons.astype(bool)  # None -> False, a reason -> True
+    values = common.reject_rows(parsed, block, values, reject, list(reasons[reject]))
+    time = values.pop("_time")
+    if labels is not None:
+        label = np.zeros(len(time), dtype=np.float64)
+        if kind == "auth" and redteam_times is not None and len(redteam_times):
+            label = _redteam_labels(values, time, labels, redteam_times)
+        values["label"] = label
+        values["label_detail"] = np.where(label == 1, REDTEAM_DETAIL, None)
+    return common.build_chunk(
+        adapter=ADAPTER,
+        ref_name=ref_name,
+        line_numbers=block.first_line + parsed.lines,
+        ok=parsed.ok,
+        values=values,
+        errors=parsed.errors,
+        excerpts=parsed.excerpts,
+    )
 
 
 _NS = 1_000_000_000
@@ -400,7 +424,7 @@ def _proc(table: pa.Table, spec: common.DelimitedSpec, reasons: np.ndarray) -> d
 
 
 def _port(value: str) -> float | None:
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         port = int(value)
         return float(port) if port <= 65535 else None
     return None  # N<number>: an anonymised port

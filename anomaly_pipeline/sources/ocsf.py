@@ -124,7 +124,7 @@ def ocsf_record(obj: dict[str, Any]) -> tuple[Any, ...]:
         ts = obj.get("time_dt")
     if ts is None:
         raise common.RecordError("missing required field: time (epoch ms) or time_dt is absent")
-    if isinstance(ts, str) and ts.strip().lstrip("-").isdigit():
+    if isinstance(ts, str) and ts.strip().lstrip("-").isascii() and ts.strip().lstrip("-").isdigit():
         ts = int(ts)
 
     src = _endpoint(obj.get("src_endpoint"))
@@ -213,14 +213,9 @@ def _uid(obj: dict[str, Any]) -> str | None:
 def _int(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise common.RecordError(f"bad value: field {name} value {common.show(value)} is not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    number = common.whole_number(value)
+    if number is not None:
+        return number
     raise common.RecordError(f"bad value: field {name} value {common.show(value)} is not an integer")
 
 

@@ -203,10 +203,9 @@ def _event_id(fields: dict[str, Any]) -> int | None:
     for key in _ID_KEYS:
         if key in fields:
             value = _unwrap(fields[key])
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().isdigit():
-                return int(value)
+            number = common.whole_number(value)
+            if number is not None:
+                return number
             raise common.RecordError(
                 f"bad value: field {key} value {common.show(value)} is not an event number"
             )
@@ -249,9 +248,10 @@ def _logon_type(value: Any) -> str | None:
     value = _unwrap(value)
     if value is None:
         return None
-    if isinstance(value, str) and not value.strip().isdigit():
+    number = common.whole_number(value)
+    if number is None:
         raise common.RecordError(f"bad value: field LogonType value {common.show(value)} is not a number")
-    return common.logon_type_of(int(value))
+    return common.logon_type_of(number)
 
 
 def _status_ok(value: Any) -> bool | None:

@@ -118,8 +118,8 @@ def iter_zeek(
     Raises:
         FileNotFoundError: no such file.
         ValueError: a bad argument or an undetectable format.
-        schema.SchemaError (while iterating): a TSV data line before any ``#fields`` header,
-            or a ``#fields`` header without ts, id.orig_h and id.resp_h.
+        schema.SchemaError (while iterating): a ``#fields`` header without ts, id.orig_h and
+            id.resp_h. A data line before any ``#fields`` header is a row with a parse_error.
     """
     path = common.check_common_args(path, chunk_rows, max_line_bytes)
     if fmt not in FORMATS:
@@ -150,17 +150,47 @@ def read_zeek(path: str | Path, **kwargs: Any) -> pd.DataFrame:
 
 
 def detect_zeek_format(path: str | Path, *, member: str | None = None) -> str:
-    """``"tsv"`` or ``"json"`` from the first non-empty line; ValueError when neither."""
-    lines = common.first_lines(Path(path), n=1, member=member)
-    if lines and lines[0].lstrip().startswith(b"#"):
+    """``"tsv"`` or ``"json"`` from the first of the first 20 non-empty lines that starts with ``#`` or
+    ``{``; ValueError when none does.
+
+    Without a complete line (an empty file, or a compressed one that breaks before its first
+    line ends) there is nothing to tell apart: ``"tsv"``, whose reader yields no row for an
+    empty file and one row for the break.
+    """
+    lines = _sample_lines(Path(path), member)
+    if not lines:
         return "tsv"
-    if lines and lines[0].lstrip().startswith(b"{"):
-        return "json"
-    first = lines[0][:100] if lines else b"(empty file)"
+    for line in lines:  # the first line that looks like either decides; a damaged one is skipped
+        if line.lstrip().startswith(b"#"):
+            return "tsv"
+        if line.lstrip().startswith(b"{"):
+            return "json"
+    first = lines[0][:100]
     raise ValueError(
         f"{path}: not a Zeek log: the first line {first!r} is neither a '#' header (TSV) nor a "
         "JSON object; pass fmt='tsv' or fmt='json' if you are sure"
     )
+
+
+def _sample_lines(path: Path, member: str | None, n: int = 20, max_lines: int = 1000) -> list[bytes]:
+    """Up to ``n`` non-empty lines of at most 64 KiB from the first ``max_lines`` lines of ``path``.
+
+    Over-long lines (a damaged one of a megabyte) are skipped, not taken as the first line, and
+    a stream that breaks ends the sample.
+    """
+    from anomaly_pipeline.sources.files import TruncatedInput, _physical_lines
+
+    out: list[bytes] = []
+    with common.open_input(path, member) as (handle, _):
+        try:
+            for k, (line, total) in enumerate(_physical_lines(handle, path, 65536)):
+                if k >= max_lines or len(out) >= n:
+                    break
+                if total <= 65536 and line.strip():
+                    out.append(line)
+        except TruncatedInput:
+            pass
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,6 +265,9 @@ def _iterate_tsv(
     layout = _Layout()
     with common.open_input(path, member) as (handle, ref_name):
         for block in common.iter_line_blocks(handle, chunk_rows=chunk_rows, max_line_bytes=max_line_bytes):
+            if block.broken:
+                yield common.broken_chunk(block, adapter=ADAPTER, ref_name=ref_name)
+                continue
             nonempty = block.ends > block.starts
             meta = np.zeros(block.n_lines, dtype=bool)
             meta[nonempty] = block.array[block.starts[nonempty]] == ord("#")
@@ -252,16 +285,46 @@ def _iterate_tsv(
                     continue
                 select = np.zeros(block.n_lines, dtype=bool)
                 select[start:stop] = True
-                if layout.spec is None:
-                    raise schema.SchemaError(
-                        f"{path}:{block.first_line + start}: data line before any #fields header; "
-                        "a Zeek TSV log starts with #separator / #fields lines (for JSON logs pass fmt='json')"
-                    )
-                chunks.append(_segment(block, select, layout, ref_name, max_line_bytes))
+                if layout.spec is None:  # each such line is a row saying why, not the file's end
+                    chunks.append(_headless(block, select, ref_name))
+                    continue
+                chunks.extend(_segment_guarded(block, select, layout, ref_name, max_line_bytes))
             if not chunks:
                 continue
             chunk = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
             yield common.sort_by_ts(chunk) if sort else chunk
+
+
+_HEADLESS = (
+    "no #fields header before this line: a Zeek TSV log starts with #separator / #fields lines (was the "
+    "header cut off? for JSON logs pass fmt='json')"
+)
+
+
+def _headless(block: common.LineBlock, select: np.ndarray, ref_name: str) -> pd.DataFrame:
+    """Rows for data lines that come before any ``#fields`` header (no layout to read them with)."""
+    lines = np.flatnonzero(select)
+    return common.build_chunk(
+        adapter=ADAPTER,
+        ref_name=ref_name,
+        line_numbers=block.first_line + lines,
+        ok=np.zeros(len(lines), dtype=bool),
+        values={},
+        errors=dict.fromkeys(range(len(lines)), _HEADLESS),
+        excerpts={k: common.excerpt(block.line(int(i))) for k, i in enumerate(lines)},
+    )
+
+
+def _segment_guarded(
+    block: common.LineBlock, select: np.ndarray, layout: _Layout, ref_name: str, max_line_bytes: int
+) -> list[pd.DataFrame]:
+    """``_segment``, with a line whose conversion raises isolated into its own quarantine row."""
+
+    def convert(part: np.ndarray | None) -> list[pd.DataFrame]:
+        return [_segment(block, select if part is None else part, layout, ref_name, max_line_bytes)]
+
+    return common.convert_guarded(convert, block, select, adapter=ADAPTER, ref_name=ref_name,
+                                  keep=(schema.SchemaError,))
 
 
 def _segment(

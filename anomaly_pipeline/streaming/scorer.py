@@ -43,23 +43,27 @@ class ChampionModel:
 
 def load_champion(registry_config: Any = None, alias: str = "champion") -> ChampionModel:
     """``models:/<name>@champion`` from the MLflow registry (``RegistryConfig.from_state()`` by
-    default), unwrapped to the detector and the window config it was trained with."""
-    import mlflow
+    default), unwrapped to the detector and the window config it was trained with.
 
+    Loaded with ``mlflow_model.load_pyfunc``: no code from the artifact runs, and weights that
+    differ from the version's recorded SHA-256 are refused (``ModelIntegrityError``)."""
+    from anomaly_pipeline.mlflow_model import load_pyfunc
+    from anomaly_pipeline.pyfunc_loader import ModelIntegrityError
     from anomaly_pipeline.registry import RegistryConfig, configure
 
     config = registry_config or RegistryConfig.from_state()
     configure(config)
     uri = f"models:/{config.model_name}@{alias}"
     try:
-        loaded = mlflow.pyfunc.load_model(uri)
+        _, inner = load_pyfunc(uri)
+    except ModelIntegrityError:
+        raise  # its message says what is wrong with the artifact and what to do
     except Exception as exc:  # MlflowException and friends: say what to do
         raise RuntimeError(
             f"cannot load {uri} from {redact_url(config.tracking_uri)}: {redact_text(str(exc))}. "
             "Train and promote a model first "
             "(`anomaly-pipeline run`), or point ANOMALY_PIPELINE_HOME at the state folder that has one"
         ) from exc
-    inner = loaded.unwrap_python_model()
     return ChampionModel(detector=inner.detector, window=inner.window_config, uri=uri)
 
 
