@@ -12,7 +12,9 @@ records (dicts, JSON strings or already-read canonical frames).
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -24,9 +26,26 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline import schema
+from anomaly_pipeline.validation import LABEL_VALUES, NUMERIC_MAX, PORT_RANGE, ValidationPolicy
 
 MAX_RECORD_BYTES = 64 * 1024
 EXCERPT = 200
+# Batch ingestion's numeric ranges (``validation``), checked one record at a time here.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, NUMERIC_MAX) for name in schema.NUMERIC_COLUMNS},
+    "dst_port": (float(PORT_RANGE[0]), float(PORT_RANGE[1])),
+}
+TEXT_FIELDS: tuple[str, ...] = tuple(c.name for c in schema.COLUMNS if c.dtype == "string")
+# C0 and C1 controls (CR and LF forge log lines, NUL truncates C strings), the Unicode line and
+# paragraph separators, and lone surrogates (JSON can spell "\ud800", UTF-8 cannot encode it, so
+# every later JSON answer or log line that carries it fails).
+UNSAFE_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every unsafe character (``UNSAFE_CHARACTERS``) written as a ``\\uXXXX``
+    escape: safe in a log line, an HTML page and UTF-8 JSON."""
+    return UNSAFE_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _quarantine_row(ref: str, source: str, reason: str, raw: Any) -> dict[str, Any]:
@@ -36,25 +55,32 @@ def _quarantine_row(ref: str, source: str, reason: str, raw: Any) -> dict[str, A
 
 
 def _problem(record: dict[str, Any]) -> str | None:
-    """What is wrong with one record, in words, or None."""
+    """What is wrong with one record, in words, or None: the contract's fields, types, domains
+    and batch validation's ranges (``validation``), one record at a time."""
     for name in ("ts", "event_type"):
         if record.get(name) in (None, ""):
             return f"required field '{name}' is missing or empty"
-    if record["event_type"] not in schema.EVENT_TYPES:
-        return f"event_type {record['event_type']!r} is not one of {', '.join(schema.EVENT_TYPES)}"
+    if not isinstance(record["ts"], str):
+        return f"field 'ts' must be an ISO 8601 time as text, e.g. 2026-01-05T09:00:00Z, got {record['ts']!r}"
     unknown = set(record) - set(schema.EVENT_COLUMNS)
     if unknown:
-        return f"unknown field(s) {sorted(unknown)}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"
-    for name in ("dst_port", "bytes_out", "bytes_in", "packets", "duration_s"):
-        value = record.get(name)
+        shown = sorted(printable(str(name)) for name in unknown)
+        return f"unknown field(s) {shown}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"
+    for name, value in record.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"field '{name}' must be a number, got {value!r}"
-        if value < 0:
-            return f"field '{name}' must be >= 0, got {value}"
-    if record.get("success") is not None and not isinstance(record["success"], bool):
-        return f"field 'success' must be true or false, got {record['success']!r}"
+        if name in TEXT_FIELDS:
+            problem = _text_problem(name, value)
+        elif name in NUMBER_RANGES:
+            problem = _number_problem(name, value)
+        elif name == "success" and not isinstance(value, bool):
+            problem = f"field 'success' must be true or false, got {value!r}"
+        elif name == "label" and (isinstance(value, bool) or value not in LABEL_VALUES):
+            problem = f"field 'label' must be one of {', '.join(map(str, LABEL_VALUES))} or null, got {value!r}"
+        else:
+            problem = None
+        if problem is not None:
+            return problem
     return None
 
 
@@ -63,8 +89,11 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
     """Canonical events and quarantine rows for raw records (dicts or JSON strings).
 
     A record is quarantined (not raised) when it is not a JSON object, lacks ``ts`` or
-    ``event_type``, has an unknown field or a value of the wrong type, or a time that cannot be
-    read; the reason names the field.
+    ``event_type``, has an unknown field, a value of the wrong type, outside its domain or batch
+    validation's range (ports 0-65535, volumes 0-1e13 and finite, ``ts`` from 2000 to a day
+    ahead), text with a control character or invalid Unicode, or a time that cannot be read; the
+    reason names the field. Nothing from a refused record reaches the scorer's state, and the
+    quarantine rows carry it escaped (``printable``).
     """
     good: list[dict[str, Any]] = []
     refs: list[str] = []
@@ -82,6 +111,9 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
             except json.JSONDecodeError as exc:
                 bad.append(_quarantine_row(ref, source, f"not JSON: {exc.msg} at column {exc.colno}", text))
                 continue
+            except RecursionError:  # thousands of nested brackets: refused, the stream goes on
+                bad.append(_quarantine_row(ref, source, "not JSON: nested too deeply", text))
+                continue
         if not isinstance(record, dict):
             bad.append(_quarantine_row(ref, source, f"not a JSON object but {type(record).__name__}", raw))
             continue
@@ -92,15 +124,20 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
         good.append(record)
         refs.append(ref)
     if good:
-        # Times in one vectorised pass; a record whose time cannot be read is quarantined.
+        # Times in one vectorised pass; a record whose time cannot be read, or lies outside batch
+        # validation's time range, is quarantined.
         ts = pd.to_datetime(pd.Series([r["ts"] for r in good], dtype=object), utc=True, errors="coerce",
                             format="ISO8601")
+        ts_min, ts_max = ValidationPolicy().resolve()
         unreadable = ts.isna().to_numpy()
-        if unreadable.any():
-            for k in np.flatnonzero(unreadable):
-                bad.append(_quarantine_row(refs[k], source, f"field 'ts' {good[k]['ts']!r} is not a time; use "
-                                           "ISO 8601, e.g. 2026-01-05T09:00:00Z", good[k]))
-            keep = ~unreadable
+        out_of_range = ~unreadable & ~ts.between(ts_min, ts_max).to_numpy()
+        for k in np.flatnonzero(unreadable | out_of_range):
+            reason = (f"field 'ts' {good[k]['ts']!r} is not a time; use ISO 8601, e.g. 2026-01-05T09:00:00Z"
+                      if unreadable[k] else
+                      f"field 'ts' {good[k]['ts']!r} outside [{ts_min.isoformat()}, {ts_max.isoformat()}]")
+            bad.append(_quarantine_row(refs[k], source, reason, good[k]))
+        if (unreadable | out_of_range).any():
+            keep = ~(unreadable | out_of_range)
             good = [r for r, k in zip(good, keep, strict=True) if k]
             refs = [r for r, k in zip(refs, keep, strict=True) if k]
             ts = ts[keep].reset_index(drop=True)
@@ -205,7 +242,7 @@ class LineSource:
 
     def __iter__(self) -> Iterator[Batch]:
         lines = _follow(self.handle, self.poll_s, self.stop_after_idle_s) if self.follow else iter(self.handle)
-        return _batched_lines(lines, self.max_batch, self.max_wait_s)
+        return _batched_lines(((line, None) for line in lines), self.max_batch, self.max_wait_s)
 
 
 class FileSource:
