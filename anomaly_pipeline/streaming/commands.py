@@ -100,22 +100,45 @@ def _check_stream_args(args: argparse.Namespace) -> None:
         raise UsageError("give --threshold or --alert-tail, not both")
 
 
+def _checkpoint(args: argparse.Namespace) -> Any:
+    """The input's ``StreamCheckpoint`` under the home (None for stdin: nothing to resume)."""
+    from pathlib import Path
+
+    from anomaly_pipeline import settings
+    from anomaly_pipeline.streaming.checkpoint import StreamCheckpoint
+
+    home = settings.state_paths(args.home).home
+    if args.kafka_topic:
+        return StreamCheckpoint.for_input(home, "kafka", f"{args.kafka_topic}@anomaly-pipeline-stream")
+    if args.input in (None, "-"):
+        return None
+    checkpoint = StreamCheckpoint.for_input(home, "file", str(Path(args.input).resolve()))
+    if args.from_start:
+        checkpoint.offset = 0  # re-read everything; alerts already sent stay unsent
+    return checkpoint
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     _check_stream_args(args)
     from anomaly_pipeline.streaming.sources import FileSource, KafkaSource, LineSource
 
     model = _champion(args)
+    checkpoint = _checkpoint(args)
     out = open(args.alerts, "a", encoding="utf-8") if args.alerts else sys.stdout  # noqa: SIM115 - closed below
     try:
         scorer = _scorer(args, model, alert_out=out)
+        scorer.checkpoint = checkpoint
         if args.kafka_topic:
-            source: Any = KafkaSource(args.kafka_topic, bootstrap_servers=args.kafka_bootstrap)
+            source: Any = KafkaSource(args.kafka_topic, bootstrap_servers=args.kafka_bootstrap, checkpoint=checkpoint)
             name = "kafka"
         elif args.input in (None, "-"):
             source, name = LineSource(sys.stdin, max_batch=args.max_batch, max_wait_s=args.max_wait_s), "stdin"
         else:
-            source = FileSource(args.input, args.format, follow=args.follow, chunk_rows=args.max_batch)
+            source = FileSource(args.input, args.format, follow=args.follow, chunk_rows=args.max_batch,
+                                checkpoint=checkpoint, max_wait_s=args.max_wait_s)
             name = "file"
+            if checkpoint is not None and source.resumable and checkpoint.offset:
+                _log(f"resuming {args.input} at byte {checkpoint.offset:,} ({checkpoint.path}; --from-start to re-read)")
         try:
             scorer.run(source, source_name=name)
         finally:
@@ -312,6 +335,9 @@ def add_stream_commands(sub: Any) -> None:
     stream.add_argument("input", nargs="?", default="-", help="event file, or '-' for JSON lines on stdin (default)")
     add_format_option(stream, "format of the input file")
     stream.add_argument("--follow", action="store_true", help="keep reading the file as it grows")
+    stream.add_argument("--from-start", action="store_true",
+                        help="read a JSON-lines file from its start, not from where the last stream of it stopped "
+                             "(alerts already sent are still not sent again)")
     stream.add_argument("--kafka-topic", default=None, help="read this Kafka topic instead (needs the kafka extra)")
     stream.add_argument("--kafka-bootstrap", default=None, help="brokers (default $KAFKA_BOOTSTRAP_SERVERS)")
     stream.add_argument("--alerts", default=None, help="append alerts (JSON lines) here instead of stdout")

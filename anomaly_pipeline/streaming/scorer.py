@@ -255,7 +255,7 @@ class StreamScorer:
     def __init__(self, model: ChampionModel, *, stream_config: StreamConfig | None = None,
                  threshold: float | None = None, sink: Any = None, alert_out: IO[str] | None = None,
                  explain_max: int = 5, explain: str = "async", incident_horizon_s: float = 4 * 3600.0,
-                 log: Log | None = None) -> None:
+                 log: Log | None = None, checkpoint: Any = None) -> None:
         from anomaly_pipeline.incidents import IncidentTracker
 
         self.model = model
@@ -278,6 +278,8 @@ class StreamScorer:
         self._explainer = _ExplainWorker(self._explain) if explain == "async" else None
         self._ref = 0
         self.seen = SeenEventIds(self.stream_config.memory_days)
+        # checkpoint.StreamCheckpoint: alerts it already holds were sent before a restart.
+        self.checkpoint = checkpoint
 
     # -- one micro-batch --
     def process(self, batch: Batch | Iterable[Any], source: str = "stream") -> BatchReport:
@@ -368,10 +370,12 @@ class StreamScorer:
 
         calibrated = self.detector.calibrate(scores[flagged]) if self.detector.calibration_ is not None else None
         part_log_p = self._part_log_pvalues(parts[flagged])
-        alerts, touched = [], set()
+        alerts, positions, touched = [], [], set()
         for j, i in enumerate(flagged.tolist()):
             pos = int(idx[i])
             row = w.events.iloc[pos]
+            if self.checkpoint is not None and not self.checkpoint.claim(f"alert-{row['event_id']}"):
+                continue  # sent before a restart: the re-read batch does not send it again
             summary = event_summary(row)
             reasons = feature_reasons(w, pos, self.stream_config.memory_days)
             if not reasons:  # a burst or an attribute the feature reasons do not cover: name the score's part
@@ -396,6 +400,7 @@ class StreamScorer:
             alert["incident_id"] = incident.incident_id
             touched.add(incident.incident_id)
             alerts.append(alert)
+            positions.append(pos)
             self.alerts.append(alert)
             if self.alert_out is not None:
                 self.alert_out.write(json.dumps(alert, default=str) + "\n")
@@ -408,7 +413,7 @@ class StreamScorer:
         for k, alert in enumerate(alerts):
             if k not in chosen:
                 alert["explanation"] = "features only"
-        job = (w, [int(idx[flagged[k]]) for k in top], [alerts[k] for k in top], touched)
+        job = (w, [positions[k] for k in top], [alerts[k] for k in top], touched)
         if self._explainer is None:
             self._explain(*job)
         else:

@@ -49,9 +49,39 @@ def printable(text: str) -> str:
 
 
 def _quarantine_row(ref: str, source: str, reason: str, raw: Any) -> dict[str, Any]:
-    text = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+    # json.dumps escapes control characters and surrogates (ensure_ascii); a raw line may hold them.
+    text = printable(raw) if isinstance(raw, str) else json.dumps(raw, default=str)
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
     return {"raw_ref": ref, "source": source, "stage": "stream", "reason": reason, "raw_excerpt": text[:EXCERPT],
-            "event_id": str(raw.get("event_id")) if isinstance(raw, dict) and raw.get("event_id") else None}
+            "event_id": printable(str(event_id)) if event_id not in (None, "") else None}
+
+
+def _text_problem(name: str, value: Any) -> str | None:
+    if name == "event_id" and isinstance(value, int) and not isinstance(value, bool):
+        return None  # numeric ids are read as text
+    if not isinstance(value, str):
+        return f"field '{name}' must be text, got {value!r}"
+    bad = UNSAFE_CHARACTERS.search(value)
+    if bad is not None:
+        return (f"field '{name}' holds a control character or invalid Unicode (U+{ord(bad.group()):04X} at "
+                f"position {bad.start()}); names of users, hosts and processes must be printable text")
+    domain = schema.CATEGORICAL_DOMAINS.get(name)
+    if domain is not None and value not in domain:
+        return f"{name} {value!r} is not one of {', '.join(domain)}"
+    return None
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    lo, hi = NUMBER_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"field '{name}' must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"field '{name}' must be a finite number, got {value}"
+    if not lo <= value <= hi:
+        return f"field '{name}' = {value:g} outside [{lo:g}, {hi:g}]"
+    if name == "dst_port" and value != int(value):
+        return f"field 'dst_port' must be a whole number, got {value}"
+    return None
 
 
 def _problem(record: dict[str, Any]) -> str | None:
@@ -192,21 +222,50 @@ class Batch:
     events: pd.DataFrame | None = None
     quarantine: pd.DataFrame | None = None
     arrived: float = 0.0  # time.monotonic() when the first record of the batch arrived
+    position: int | None = None  # byte offset in the input file after the batch's last line
 
 
-def _batched_lines(lines: Iterator[str], max_batch: int, max_wait_s: float) -> Iterator[Batch]:
+def _batched_lines(lines: Iterable[tuple[str, int | None]], max_batch: int, max_wait_s: float) -> Iterator[Batch]:
+    """Micro-batches of ``(line, byte offset after it)``; each batch carries the offset of its last line."""
     batch: list[str] = []
     first = 0.0
-    for line in lines:
+    position = None
+    for line, end in lines:
         if line.strip():
             if not batch:
                 first = time.monotonic()
             batch.append(line)
+        position = end
         if batch and (len(batch) >= max_batch or time.monotonic() - first >= max_wait_s):
-            yield Batch(records=batch, arrived=first)
+            yield Batch(records=batch, arrived=first, position=position)
             batch = []
     if batch:
-        yield Batch(records=batch, arrived=first)
+        yield Batch(records=batch, arrived=first, position=position)
+
+
+def _file_lines(handle: IO[bytes], offset: int, follow: bool, poll_s: float,
+                stop_after_idle_s: float | None) -> Iterator[tuple[str, int]]:
+    """Lines of a binary ``handle`` from ``offset`` with the byte offset after each; with ``follow``,
+    only complete lines (a line being written is read once its newline arrives) and ``("", offset)``
+    on each idle poll, so the batcher can flush a partial batch."""
+    idle_since = time.monotonic()
+    pending = b""
+    while True:
+        chunk = handle.readline()
+        if chunk:
+            pending += chunk
+            if pending.endswith(b"\n") or not follow:
+                offset += len(pending)
+                yield pending.decode("utf-8", "replace"), offset
+                pending = b""
+                idle_since = time.monotonic()
+            continue
+        if not follow or (stop_after_idle_s is not None and time.monotonic() - idle_since > stop_after_idle_s):
+            if pending:
+                yield pending.decode("utf-8", "replace"), offset + len(pending)
+            return
+        yield "", offset
+        time.sleep(poll_s)
 
 
 def _follow(handle: IO[str], poll_s: float, stop_after_idle_s: float | None) -> Iterator[str]:
@@ -251,7 +310,11 @@ class FileSource:
     parsed by the same reader, so every adapter works on a growing file)."""
 
     def __init__(self, path: str | Path, fmt: str = "auto", *, follow: bool = False, chunk_rows: int = 2000,
-                 poll_s: float = 0.2, stop_after_idle_s: float | None = None) -> None:
+                 poll_s: float = 0.2, stop_after_idle_s: float | None = None, checkpoint: Any = None,
+                 max_wait_s: float = 0.2) -> None:
+        """``checkpoint`` (``checkpoint.StreamCheckpoint``): JSON lines are read from its offset, and
+        the offset after each micro-batch is saved once the scorer asks for the next one (the
+        batch is scored and its alerts written); other formats are re-read from the start."""
         from anomaly_pipeline.sources.formats import detect_format
 
         self.path = Path(path)
@@ -259,14 +322,29 @@ class FileSource:
             raise FileNotFoundError(f"{self.path} does not exist; give an event file (any supported format) or '-'")
         self.fmt = detect_format(self.path) if fmt == "auto" else fmt
         self.follow, self.chunk_rows, self.poll_s, self.stop_after_idle_s = follow, chunk_rows, poll_s, stop_after_idle_s
+        self.checkpoint, self.max_wait_s = checkpoint, max_wait_s
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the position is kept (JSON lines: a byte offset is a record boundary)."""
+        return self.fmt == "canonical" and self.path.suffix in (".jsonl", ".json", ".ndjson")
 
     def __iter__(self) -> Iterator[Batch]:
         from anomaly_pipeline.sources.formats import iter_events
 
-        if self.fmt == "canonical" and self.path.suffix in (".jsonl", ".json", ".ndjson"):
-            with self.path.open(encoding="utf-8", errors="replace") as handle:
-                yield from LineSource(handle, follow=self.follow, max_batch=self.chunk_rows, poll_s=self.poll_s,
-                                      stop_after_idle_s=self.stop_after_idle_s)
+        if self.resumable:
+            start = self.checkpoint.offset if self.checkpoint is not None else 0
+            if start > self.path.stat().st_size:
+                start = 0  # the file was replaced by a shorter one: its position means nothing
+            with self.path.open("rb") as handle:
+                handle.seek(start)
+                lines = _file_lines(handle, start, self.follow, self.poll_s, self.stop_after_idle_s)
+                # A file read to its end fills each batch; only a followed file waits for lines.
+                wait_s = self.max_wait_s if self.follow else float("inf")
+                for batch in _batched_lines(lines, self.chunk_rows, wait_s):
+                    yield batch
+                    if self.checkpoint is not None:  # the scorer is done with the batch
+                        self.checkpoint.save(batch.position)
             return
         size = self.path.stat().st_size
         for chunk in iter_events(self.path, self.fmt, chunk_rows=self.chunk_rows):
@@ -325,7 +403,21 @@ class KafkaSource:
 
     def __init__(self, topic: str, *, bootstrap_servers: str | None = None, group_id: str = "anomaly-pipeline-stream",
                  max_batch: int = 2000, max_wait_s: float = 0.2, stop_after_idle_s: float | None = None,
-                 extra_config: dict[str, Any] | None = None) -> None:
+                 extra_config: dict[str, Any] | None = None, checkpoint: Any = None, consumer: Any = None) -> None:
+        """Offsets are committed by hand after each micro-batch is scored and its alerts written
+        (``enable.auto.commit`` off: auto-commit would commit what was consumed, so a crash
+        between consume and score lost those events). ``checkpoint`` keeps the sent alert ids;
+        ``consumer``: an already configured one (anything with confluent-kafka's ``subscribe``,
+        ``consume``, ``commit`` and ``close``)."""
+        if consumer is None:
+            consumer = self._consumer(bootstrap_servers, group_id, extra_config)
+        self.consumer = consumer
+        self.consumer.subscribe([topic])
+        self.topic, self.max_batch, self.max_wait_s, self.stop_after_idle_s = topic, max_batch, max_wait_s, stop_after_idle_s
+        self.checkpoint = checkpoint
+
+    @staticmethod
+    def _consumer(bootstrap_servers: str | None, group_id: str, extra_config: dict[str, Any] | None) -> Any:
         try:
             from confluent_kafka import Consumer
         except ImportError as exc:
@@ -336,11 +428,8 @@ class KafkaSource:
         servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not servers:
             raise ValueError("no Kafka brokers: pass --kafka-bootstrap or set KAFKA_BOOTSTRAP_SERVERS (host:port)")
-        config = {"bootstrap.servers": servers, "group.id": group_id, "auto.offset.reset": "earliest",
-                  "enable.auto.commit": True, **(extra_config or {})}
-        self.consumer = Consumer(config)
-        self.consumer.subscribe([topic])
-        self.topic, self.max_batch, self.max_wait_s, self.stop_after_idle_s = topic, max_batch, max_wait_s, stop_after_idle_s
+        return Consumer({"bootstrap.servers": servers, "group.id": group_id, "auto.offset.reset": "earliest",
+                         **(extra_config or {}), "enable.auto.commit": False})
 
     def __iter__(self) -> Iterator[Batch]:
         idle_since = time.monotonic()
@@ -356,6 +445,10 @@ class KafkaSource:
                 if records:
                     idle_since = time.monotonic()
                     yield Batch(records=records, arrived=time.monotonic())
+                    # Resumed: the scorer is done with the batch (a crash never gets here).
+                    self.consumer.commit(asynchronous=False)
+                    if self.checkpoint is not None:
+                        self.checkpoint.save()
                 elif self.stop_after_idle_s is not None and time.monotonic() - idle_since > self.stop_after_idle_s:
                     return
         finally:
