@@ -17,6 +17,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 20_000
+API_TOKEN_ENV = "ANOMALY_PIPELINE_API_TOKEN"  # set: every route but /healthz needs "Authorization: Bearer <it>"
+ALLOWED_HOSTS_ENV = "ANOMALY_PIPELINE_ALLOWED_HOSTS"  # Host header names the service answers, comma-separated
+LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
 
 # Input formats by name (the readers are ``sources.formats.FORMATS``; a test keeps the two equal),
 # with what a file of that format looks like, for error messages.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,14 @@ from anomaly_pipeline.cli_checks import (
     cli_words,
     synthetic_config,
 )
-from anomaly_pipeline.defaults import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES
+from anomaly_pipeline.defaults import (
+    ALLOWED_HOSTS_ENV,
+    API_TOKEN_ENV,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LOOPBACK_HOSTS,
+    MAX_BODY_BYTES,
+)
 
 if TYPE_CHECKING:
     from anomaly_pipeline.streaming.scorer import ChampionModel, StreamScorer
@@ -92,22 +100,45 @@ def _check_stream_args(args: argparse.Namespace) -> None:
         raise UsageError("give --threshold or --alert-tail, not both")
 
 
+def _checkpoint(args: argparse.Namespace) -> Any:
+    """The input's ``StreamCheckpoint`` under the home (None for stdin: nothing to resume)."""
+    from pathlib import Path
+
+    from anomaly_pipeline import settings
+    from anomaly_pipeline.streaming.checkpoint import StreamCheckpoint
+
+    home = settings.state_paths(args.home).home
+    if args.kafka_topic:
+        return StreamCheckpoint.for_input(home, "kafka", f"{args.kafka_topic}@anomaly-pipeline-stream")
+    if args.input in (None, "-"):
+        return None
+    checkpoint = StreamCheckpoint.for_input(home, "file", str(Path(args.input).resolve()))
+    if args.from_start:
+        checkpoint.offset = 0  # re-read everything; alerts already sent stay unsent
+    return checkpoint
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     _check_stream_args(args)
     from anomaly_pipeline.streaming.sources import FileSource, KafkaSource, LineSource
 
     model = _champion(args)
+    checkpoint = _checkpoint(args)
     out = open(args.alerts, "a", encoding="utf-8") if args.alerts else sys.stdout  # noqa: SIM115 - closed below
     try:
         scorer = _scorer(args, model, alert_out=out)
+        scorer.checkpoint = checkpoint
         if args.kafka_topic:
-            source: Any = KafkaSource(args.kafka_topic, bootstrap_servers=args.kafka_bootstrap)
+            source: Any = KafkaSource(args.kafka_topic, bootstrap_servers=args.kafka_bootstrap, checkpoint=checkpoint)
             name = "kafka"
         elif args.input in (None, "-"):
             source, name = LineSource(sys.stdin, max_batch=args.max_batch, max_wait_s=args.max_wait_s), "stdin"
         else:
-            source = FileSource(args.input, args.format, follow=args.follow, chunk_rows=args.max_batch)
+            source = FileSource(args.input, args.format, follow=args.follow, chunk_rows=args.max_batch,
+                                checkpoint=checkpoint, max_wait_s=args.max_wait_s)
             name = "file"
+            if checkpoint is not None and source.resumable and checkpoint.offset:
+                _log(f"resuming {args.input} at byte {checkpoint.offset:,} ({checkpoint.path}; --from-start to re-read)")
         try:
             scorer.run(source, source_name=name)
         finally:
@@ -127,18 +158,47 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_token() -> str | None:
+    """``$ANOMALY_PIPELINE_API_TOKEN``, or None when it is unset or blank."""
+    return os.environ.get(API_TOKEN_ENV, "").strip() or None
+
+
+def allowed_hosts(bind: str, given: str | None) -> list[str]:
+    """The ``Host`` header names the service answers: ``given`` (comma-separated), else
+    ``$ANOMALY_PIPELINE_ALLOWED_HOSTS``, else the loopback names when bound to loopback, or the bind
+    address itself when it is one address. Bound to every interface (0.0.0.0, ::) nothing can be
+    guessed: ``UsageError`` asking for the names clients use."""
+    raw = given if given is not None else os.environ.get(ALLOWED_HOSTS_ENV, "")
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    for name in names:
+        if "*" in name[1:] or (name.startswith("*") and name != "*" and not name.startswith("*.")):
+            raise UsageError(f"--allowed-hosts: {name!r} is not a host name or a '*.example.com' pattern")
+    if names:
+        return names
+    if bind in ("127.0.0.1", "localhost", "::1"):
+        return list(LOOPBACK_HOSTS)
+    if bind in ("0.0.0.0", "::", ""):
+        raise UsageError(f"bound to every interface ({bind or 'all'}), the service needs the names clients reach it "
+                         f"by: --allowed-hosts scorer.example.com,10.0.0.5 (or ${ALLOWED_HOSTS_ENV}); '*' accepts any")
+    return [f"[{bind}]" if ":" in bind else bind]
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.threshold is not None and args.alert_tail is not None:
         raise UsageError("give --threshold or --alert-tail, not both")
+    hosts = allowed_hosts(args.host, args.allowed_hosts)
     _check_port_free(args.host, args.port)
     import uvicorn
 
     from anomaly_pipeline.service import create_app
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        _log(f"warning: binding to {args.host}: the service has no authentication; put it behind one")
+    token = api_token()
+    if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        _log(f"warning: binding to {args.host} without ${API_TOKEN_ENV}: anyone who reaches the port can read "
+             "alerts and send events; set a token or put the service behind an authenticating proxy")
     model = _champion(args)
-    app = create_app(_scorer(args, model), max_body_bytes=args.max_body_bytes)
+    app = create_app(_scorer(args, model), max_body_bytes=args.max_body_bytes, api_token=token, allowed_hosts=hosts)
+    _log(f"answering Host {', '.join(hosts)}; " + ("bearer token required" if token else "no token required"))
     _log(f"serving on http://{args.host}:{args.port} (OpenAPI: /docs)")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -188,12 +248,14 @@ def _cmd_stream_demo(args: argparse.Namespace) -> int:
     records = replay.assign(ts=replay["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).to_json(orient="records")
     records = json.loads(records)
     scorer = _scorer(args, model, log_alerts=False)
-    server, thread, port = serve_in_thread(create_app(scorer))
+    token = api_token()
+    server, thread, port = serve_in_thread(create_app(scorer, api_token=token))
     base = f"http://127.0.0.1:{port}"
     _log(f"service on {base}: replaying {len(records):,} events of {days[-2].date()} and {days[-1].date()} "
          f"({int(replay['label'].fillna(0).sum())} of them attack steps) in batches of {args.max_batch:,}")
     started = time.monotonic()
-    with httpx.Client(base_url=base, timeout=120) as client:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=base, timeout=120, headers=headers) as client:
         for lo in range(0, len(records), args.max_batch):
             response = client.post("/events", json={"events": records[lo : lo + args.max_batch]})
             response.raise_for_status()
@@ -273,6 +335,9 @@ def add_stream_commands(sub: Any) -> None:
     stream.add_argument("input", nargs="?", default="-", help="event file, or '-' for JSON lines on stdin (default)")
     add_format_option(stream, "format of the input file")
     stream.add_argument("--follow", action="store_true", help="keep reading the file as it grows")
+    stream.add_argument("--from-start", action="store_true",
+                        help="read a JSON-lines file from its start, not from where the last stream of it stopped "
+                             "(alerts already sent are still not sent again)")
     stream.add_argument("--kafka-topic", default=None, help="read this Kafka topic instead (needs the kafka extra)")
     stream.add_argument("--kafka-bootstrap", default=None, help="brokers (default $KAFKA_BOOTSTRAP_SERVERS)")
     stream.add_argument("--alerts", default=None, help="append alerts (JSON lines) here instead of stdout")
@@ -285,9 +350,14 @@ def add_stream_commands(sub: Any) -> None:
     serve = sub.add_parser(
         "serve", help="HTTP scoring service: POST /events, alerts, incidents, metrics",
         description="Serve the @champion model over HTTP: POST /events scores a batch; / links the incident "
-        "index (/incidents), alerts, API docs (/docs, no CDN needed), metrics (Prometheus) and /healthz. No "
-        "authentication: it binds to 127.0.0.1 unless --host says otherwise.")
+        "index (/incidents), alerts, API docs (/docs, no CDN needed), metrics (Prometheus) and /healthz. It binds "
+        f"to 127.0.0.1 unless --host says otherwise; with ${API_TOKEN_ENV} set every route but /healthz needs "
+        "'Authorization: Bearer <token>'.")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})")
+    serve.add_argument("--allowed-hosts", default=None,
+                       help="Host header names to answer, comma-separated ('*.example.com' patterns, '*' for any); "
+                            f"others get 400 (default ${ALLOWED_HOSTS_ENV}, else localhost and 127.0.0.1 on "
+                            "loopback or the --host address; required with 0.0.0.0)")
     serve.add_argument("--port", type=arg_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     serve.add_argument("--max-body-bytes", type=arg_int_at_least(1024), default=MAX_BODY_BYTES,
                        help=f"largest request body; larger ones get 413 (default {MAX_BODY_BYTES:,})")

@@ -259,7 +259,7 @@ class StreamScorer:
     def __init__(self, model: ChampionModel, *, stream_config: StreamConfig | None = None,
                  threshold: float | None = None, sink: Any = None, alert_out: IO[str] | None = None,
                  explain_max: int = 5, explain: str = "async", incident_horizon_s: float = 4 * 3600.0,
-                 log: Log | None = None) -> None:
+                 log: Log | None = None, checkpoint: Any = None) -> None:
         from anomaly_pipeline.incidents import IncidentTracker
 
         self.model = model
@@ -282,6 +282,8 @@ class StreamScorer:
         self._explainer = _ExplainWorker(self._explain) if explain == "async" else None
         self._ref = 0
         self.seen = SeenEventIds(self.stream_config.memory_days)
+        # checkpoint.StreamCheckpoint: alerts it already holds were sent before a restart.
+        self.checkpoint = checkpoint
 
     # -- one micro-batch --
     def process(self, batch: Batch | Iterable[Any], source: str = "stream") -> BatchReport:
@@ -316,17 +318,25 @@ class StreamScorer:
         t_parsed = time.monotonic()
         step = self.state.advance(events)
         t_state = time.monotonic()
-        # A late event was not taken in: sent again, it is late again, not a repeat.
-        self.seen.remember(events[~events["event_id"].isin(step.late["event_id"])] if len(step.late) else events)
+        unplaced = step.unplaced if step.unplaced is not None else events.iloc[:0]
+        # A late or unplaced event was not taken in: sent again (corrected), it is not a repeat.
+        refused = pd.concat([step.late["event_id"], unplaced["event_id"]])
+        self.seen.remember(events[~events["event_id"].isin(refused)] if len(refused) else events)
         m.events_late += len(step.late)
         m.events_unscorable += step.unscorable
-        if len(step.late):
-            rows = pd.DataFrame({
-                "raw_ref": step.late["raw_ref"], "source": step.late["source"], "stage": "stream",
-                "reason": "late: older than the scorer's window (the state for it was already evicted)",
-                "raw_excerpt": None, "event_id": step.late["event_id"]})
-            m.events_quarantined += len(rows)
-            quarantine = pd.concat([quarantine, rows], ignore_index=True) if len(quarantine) else rows
+        rows = [pd.DataFrame({
+            "raw_ref": step.late["raw_ref"], "source": step.late["source"], "stage": "stream",
+            "reason": "late: older than the scorer's window (the state for it was already evicted)",
+            "raw_excerpt": None, "event_id": step.late["event_id"]})] if len(step.late) else []
+        if len(unplaced):
+            rows.append(pd.DataFrame({
+                "raw_ref": unplaced["raw_ref"], "source": unplaced["source"], "stage": "stream",
+                "reason": unplaced_reasons(unplaced), "raw_excerpt": None, "event_id": unplaced["event_id"]}))
+        if rows:
+            refused_rows = pd.concat(rows, ignore_index=True)
+            m.events_quarantined += len(refused_rows)
+            self.quarantine.extend(refused_rows.astype(object).where(refused_rows.notna(), None).to_dict("records"))
+            quarantine = pd.concat([quarantine, refused_rows], ignore_index=True) if len(quarantine) else refused_rows
         idx = step.new_positions
         if len(idx) == 0 or step.windows is None:
             return BatchReport(0, [], quarantine, len(step.late), time.monotonic() - started, empty_scores,
@@ -364,10 +374,12 @@ class StreamScorer:
 
         calibrated = self.detector.calibrate(scores[flagged]) if self.detector.calibration_ is not None else None
         part_log_p = self._part_log_pvalues(parts[flagged])
-        alerts, touched = [], set()
+        alerts, positions, touched = [], [], set()
         for j, i in enumerate(flagged.tolist()):
             pos = int(idx[i])
             row = w.events.iloc[pos]
+            if self.checkpoint is not None and not self.checkpoint.claim(f"alert-{row['event_id']}"):
+                continue  # sent before a restart: the re-read batch does not send it again
             summary = event_summary(row)
             reasons = feature_reasons(w, pos, self.stream_config.memory_days)
             if not reasons:  # a burst or an attribute the feature reasons do not cover: name the score's part
@@ -392,6 +404,7 @@ class StreamScorer:
             alert["incident_id"] = incident.incident_id
             touched.add(incident.incident_id)
             alerts.append(alert)
+            positions.append(pos)
             self.alerts.append(alert)
             if self.alert_out is not None:
                 self.alert_out.write(json.dumps(alert, default=str) + "\n")
@@ -404,7 +417,7 @@ class StreamScorer:
         for k, alert in enumerate(alerts):
             if k not in chosen:
                 alert["explanation"] = "features only"
-        job = (w, [int(idx[flagged[k]]) for k in top], [alerts[k] for k in top], touched)
+        job = (w, [positions[k] for k in top], [alerts[k] for k in top], touched)
         if self._explainer is None:
             self._explain(*job)
         else:
@@ -466,6 +479,28 @@ class StreamScorer:
         return (f"scored {m.events_scored:,} events ({m.events_per_second():,.0f}/s), lag {m.lag_seconds:.2f} s, "
                 f"{m.alerts:,} alerts in {len(self.incidents.incidents):,} incidents, {m.events_quarantined:,} "
                 f"quarantined, buffer {self.state.n_buffered:,} events, RSS {rss_bytes() / 2**20:,.0f} MiB")
+
+
+# What the graph needs to place an event (``graph._scored_edges``): an edge with both ends.
+PLACEMENT_RULES = {
+    "auth": ("dst_host, and user or src_host", ("dst_host",), ("user", "src_host")),
+    "process_start": ("process, and src_host or user", ("process",), ("src_host", "user")),
+}
+FLOW_RULE = ("src_host and dst_host", ("src_host", "dst_host"), ())
+
+
+def unplaced_reasons(events: pd.DataFrame) -> list[str]:
+    """Why each of ``events`` (canonical, dropped by ``graph.build_graph_windows``) cannot be
+    scored: which fields its event type needs and which of them it lacks."""
+    reasons = []
+    for row in events.itertuples(index=False):
+        words, needed, either = PLACEMENT_RULES.get(row.event_type, FLOW_RULE)
+        missing = [name for name in needed if pd.isna(getattr(row, name))]
+        if either and all(pd.isna(getattr(row, name)) for name in either):
+            missing.append(" or ".join(either))
+        reasons.append(f"cannot be placed in the graph: a {row.event_type} event needs {words}; "
+                       f"missing {', '.join(missing) or 'a usable edge'}")
+    return reasons
 
 
 def event_summary(row: pd.Series) -> dict[str, Any]:

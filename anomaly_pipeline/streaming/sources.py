@@ -12,7 +12,9 @@ records (dicts, JSON strings or already-read canonical frames).
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -24,37 +26,91 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline import schema
+from anomaly_pipeline.validation import LABEL_VALUES, NUMERIC_MAX, PORT_RANGE, ValidationPolicy
 
 MAX_RECORD_BYTES = 64 * 1024
 EXCERPT = 200
+# Batch ingestion's numeric ranges (``validation``), checked one record at a time here.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, NUMERIC_MAX) for name in schema.NUMERIC_COLUMNS},
+    "dst_port": (float(PORT_RANGE[0]), float(PORT_RANGE[1])),
+}
+TEXT_FIELDS: tuple[str, ...] = tuple(c.name for c in schema.COLUMNS if c.dtype == "string")
+# C0 and C1 controls (CR and LF forge log lines, NUL truncates C strings), the Unicode line and
+# paragraph separators, and lone surrogates (JSON can spell "\ud800", UTF-8 cannot encode it, so
+# every later JSON answer or log line that carries it fails).
+UNSAFE_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every unsafe character (``UNSAFE_CHARACTERS``) written as a ``\\uXXXX``
+    escape: safe in a log line, an HTML page and UTF-8 JSON."""
+    return UNSAFE_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _quarantine_row(ref: str, source: str, reason: str, raw: Any) -> dict[str, Any]:
-    text = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+    # json.dumps escapes control characters and surrogates (ensure_ascii); a raw line may hold them.
+    text = printable(raw) if isinstance(raw, str) else json.dumps(raw, default=str)
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
     return {"raw_ref": ref, "source": source, "stage": "stream", "reason": reason, "raw_excerpt": text[:EXCERPT],
-            "event_id": str(raw.get("event_id")) if isinstance(raw, dict) and raw.get("event_id") else None}
+            "event_id": printable(str(event_id)) if event_id not in (None, "") else None}
+
+
+def _text_problem(name: str, value: Any) -> str | None:
+    if name == "event_id" and isinstance(value, int) and not isinstance(value, bool):
+        return None  # numeric ids are read as text
+    if not isinstance(value, str):
+        return f"field '{name}' must be text, got {value!r}"
+    bad = UNSAFE_CHARACTERS.search(value)
+    if bad is not None:
+        return (f"field '{name}' holds a control character or invalid Unicode (U+{ord(bad.group()):04X} at "
+                f"position {bad.start()}); names of users, hosts and processes must be printable text")
+    domain = schema.CATEGORICAL_DOMAINS.get(name)
+    if domain is not None and value not in domain:
+        return f"{name} {value!r} is not one of {', '.join(domain)}"
+    return None
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    lo, hi = NUMBER_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"field '{name}' must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"field '{name}' must be a finite number, got {value}"
+    if not lo <= value <= hi:
+        return f"field '{name}' = {value:g} outside [{lo:g}, {hi:g}]"
+    if name == "dst_port" and value != int(value):
+        return f"field 'dst_port' must be a whole number, got {value}"
+    return None
 
 
 def _problem(record: dict[str, Any]) -> str | None:
-    """What is wrong with one record, in words, or None."""
+    """What is wrong with one record, in words, or None: the contract's fields, types, domains
+    and batch validation's ranges (``validation``), one record at a time."""
     for name in ("ts", "event_type"):
         if record.get(name) in (None, ""):
             return f"required field '{name}' is missing or empty"
-    if record["event_type"] not in schema.EVENT_TYPES:
-        return f"event_type {record['event_type']!r} is not one of {', '.join(schema.EVENT_TYPES)}"
+    if not isinstance(record["ts"], str):
+        return f"field 'ts' must be an ISO 8601 time as text, e.g. 2026-01-05T09:00:00Z, got {record['ts']!r}"
     unknown = set(record) - set(schema.EVENT_COLUMNS)
     if unknown:
-        return f"unknown field(s) {sorted(unknown)}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"
-    for name in ("dst_port", "bytes_out", "bytes_in", "packets", "duration_s"):
-        value = record.get(name)
+        shown = sorted(printable(str(name)) for name in unknown)
+        return f"unknown field(s) {shown}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"
+    for name, value in record.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"field '{name}' must be a number, got {value!r}"
-        if value < 0:
-            return f"field '{name}' must be >= 0, got {value}"
-    if record.get("success") is not None and not isinstance(record["success"], bool):
-        return f"field 'success' must be true or false, got {record['success']!r}"
+        if name in TEXT_FIELDS:
+            problem = _text_problem(name, value)
+        elif name in NUMBER_RANGES:
+            problem = _number_problem(name, value)
+        elif name == "success" and not isinstance(value, bool):
+            problem = f"field 'success' must be true or false, got {value!r}"
+        elif name == "label" and (isinstance(value, bool) or value not in LABEL_VALUES):
+            problem = f"field 'label' must be one of {', '.join(map(str, LABEL_VALUES))} or null, got {value!r}"
+        else:
+            problem = None
+        if problem is not None:
+            return problem
     return None
 
 
@@ -63,8 +119,11 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
     """Canonical events and quarantine rows for raw records (dicts or JSON strings).
 
     A record is quarantined (not raised) when it is not a JSON object, lacks ``ts`` or
-    ``event_type``, has an unknown field or a value of the wrong type, or a time that cannot be
-    read; the reason names the field.
+    ``event_type``, has an unknown field, a value of the wrong type, outside its domain or batch
+    validation's range (ports 0-65535, volumes 0-1e13 and finite, ``ts`` from 2000 to a day
+    ahead), text with a control character or invalid Unicode, or a time that cannot be read; the
+    reason names the field. Nothing from a refused record reaches the scorer's state, and the
+    quarantine rows carry it escaped (``printable``).
     """
     good: list[dict[str, Any]] = []
     refs: list[str] = []
@@ -82,6 +141,9 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
             except json.JSONDecodeError as exc:
                 bad.append(_quarantine_row(ref, source, f"not JSON: {exc.msg} at column {exc.colno}", text))
                 continue
+            except RecursionError:  # thousands of nested brackets: refused, the stream goes on
+                bad.append(_quarantine_row(ref, source, "not JSON: nested too deeply", text))
+                continue
         if not isinstance(record, dict):
             bad.append(_quarantine_row(ref, source, f"not a JSON object but {type(record).__name__}", raw))
             continue
@@ -92,15 +154,20 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
         good.append(record)
         refs.append(ref)
     if good:
-        # Times in one vectorised pass; a record whose time cannot be read is quarantined.
+        # Times in one vectorised pass; a record whose time cannot be read, or lies outside batch
+        # validation's time range, is quarantined.
         ts = pd.to_datetime(pd.Series([r["ts"] for r in good], dtype=object), utc=True, errors="coerce",
                             format="ISO8601")
+        ts_min, ts_max = ValidationPolicy().resolve()
         unreadable = ts.isna().to_numpy()
-        if unreadable.any():
-            for k in np.flatnonzero(unreadable):
-                bad.append(_quarantine_row(refs[k], source, f"field 'ts' {good[k]['ts']!r} is not a time; use "
-                                           "ISO 8601, e.g. 2026-01-05T09:00:00Z", good[k]))
-            keep = ~unreadable
+        out_of_range = ~unreadable & ~ts.between(ts_min, ts_max).to_numpy()
+        for k in np.flatnonzero(unreadable | out_of_range):
+            reason = (f"field 'ts' {good[k]['ts']!r} is not a time; use ISO 8601, e.g. 2026-01-05T09:00:00Z"
+                      if unreadable[k] else
+                      f"field 'ts' {good[k]['ts']!r} outside [{ts_min.isoformat()}, {ts_max.isoformat()}]")
+            bad.append(_quarantine_row(refs[k], source, reason, good[k]))
+        if (unreadable | out_of_range).any():
+            keep = ~(unreadable | out_of_range)
             good = [r for r, k in zip(good, keep, strict=True) if k]
             refs = [r for r, k in zip(refs, keep, strict=True) if k]
             ts = ts[keep].reset_index(drop=True)
@@ -155,21 +222,50 @@ class Batch:
     events: pd.DataFrame | None = None
     quarantine: pd.DataFrame | None = None
     arrived: float = 0.0  # time.monotonic() when the first record of the batch arrived
+    position: int | None = None  # byte offset in the input file after the batch's last line
 
 
-def _batched_lines(lines: Iterator[str], max_batch: int, max_wait_s: float) -> Iterator[Batch]:
+def _batched_lines(lines: Iterable[tuple[str, int | None]], max_batch: int, max_wait_s: float) -> Iterator[Batch]:
+    """Micro-batches of ``(line, byte offset after it)``; each batch carries the offset of its last line."""
     batch: list[str] = []
     first = 0.0
-    for line in lines:
+    position = None
+    for line, end in lines:
         if line.strip():
             if not batch:
                 first = time.monotonic()
             batch.append(line)
+        position = end
         if batch and (len(batch) >= max_batch or time.monotonic() - first >= max_wait_s):
-            yield Batch(records=batch, arrived=first)
+            yield Batch(records=batch, arrived=first, position=position)
             batch = []
     if batch:
-        yield Batch(records=batch, arrived=first)
+        yield Batch(records=batch, arrived=first, position=position)
+
+
+def _file_lines(handle: IO[bytes], offset: int, follow: bool, poll_s: float,
+                stop_after_idle_s: float | None) -> Iterator[tuple[str, int]]:
+    """Lines of a binary ``handle`` from ``offset`` with the byte offset after each; with ``follow``,
+    only complete lines (a line being written is read once its newline arrives) and ``("", offset)``
+    on each idle poll, so the batcher can flush a partial batch."""
+    idle_since = time.monotonic()
+    pending = b""
+    while True:
+        chunk = handle.readline()
+        if chunk:
+            pending += chunk
+            if pending.endswith(b"\n") or not follow:
+                offset += len(pending)
+                yield pending.decode("utf-8", "replace"), offset
+                pending = b""
+                idle_since = time.monotonic()
+            continue
+        if not follow or (stop_after_idle_s is not None and time.monotonic() - idle_since > stop_after_idle_s):
+            if pending:
+                yield pending.decode("utf-8", "replace"), offset + len(pending)
+            return
+        yield "", offset
+        time.sleep(poll_s)
 
 
 def _follow(handle: IO[str], poll_s: float, stop_after_idle_s: float | None) -> Iterator[str]:
@@ -205,7 +301,7 @@ class LineSource:
 
     def __iter__(self) -> Iterator[Batch]:
         lines = _follow(self.handle, self.poll_s, self.stop_after_idle_s) if self.follow else iter(self.handle)
-        return _batched_lines(lines, self.max_batch, self.max_wait_s)
+        return _batched_lines(((line, None) for line in lines), self.max_batch, self.max_wait_s)
 
 
 class FileSource:
@@ -214,7 +310,11 @@ class FileSource:
     parsed by the same reader, so every adapter works on a growing file)."""
 
     def __init__(self, path: str | Path, fmt: str = "auto", *, follow: bool = False, chunk_rows: int = 2000,
-                 poll_s: float = 0.2, stop_after_idle_s: float | None = None) -> None:
+                 poll_s: float = 0.2, stop_after_idle_s: float | None = None, checkpoint: Any = None,
+                 max_wait_s: float = 0.2) -> None:
+        """``checkpoint`` (``checkpoint.StreamCheckpoint``): JSON lines are read from its offset, and
+        the offset after each micro-batch is saved once the scorer asks for the next one (the
+        batch is scored and its alerts written); other formats are re-read from the start."""
         from anomaly_pipeline.sources.formats import detect_format
 
         self.path = Path(path)
@@ -222,14 +322,29 @@ class FileSource:
             raise FileNotFoundError(f"{self.path} does not exist; give an event file (any supported format) or '-'")
         self.fmt = detect_format(self.path) if fmt == "auto" else fmt
         self.follow, self.chunk_rows, self.poll_s, self.stop_after_idle_s = follow, chunk_rows, poll_s, stop_after_idle_s
+        self.checkpoint, self.max_wait_s = checkpoint, max_wait_s
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the position is kept (JSON lines: a byte offset is a record boundary)."""
+        return self.fmt == "canonical" and self.path.suffix in (".jsonl", ".json", ".ndjson")
 
     def __iter__(self) -> Iterator[Batch]:
         from anomaly_pipeline.sources.formats import iter_events
 
-        if self.fmt == "canonical" and self.path.suffix in (".jsonl", ".json", ".ndjson"):
-            with self.path.open(encoding="utf-8", errors="replace") as handle:
-                yield from LineSource(handle, follow=self.follow, max_batch=self.chunk_rows, poll_s=self.poll_s,
-                                      stop_after_idle_s=self.stop_after_idle_s)
+        if self.resumable:
+            start = self.checkpoint.offset if self.checkpoint is not None else 0
+            if start > self.path.stat().st_size:
+                start = 0  # the file was replaced by a shorter one: its position means nothing
+            with self.path.open("rb") as handle:
+                handle.seek(start)
+                lines = _file_lines(handle, start, self.follow, self.poll_s, self.stop_after_idle_s)
+                # A file read to its end fills each batch; only a followed file waits for lines.
+                wait_s = self.max_wait_s if self.follow else float("inf")
+                for batch in _batched_lines(lines, self.chunk_rows, wait_s):
+                    yield batch
+                    if self.checkpoint is not None:  # the scorer is done with the batch
+                        self.checkpoint.save(batch.position)
             return
         size = self.path.stat().st_size
         for chunk in iter_events(self.path, self.fmt, chunk_rows=self.chunk_rows):
@@ -288,7 +403,21 @@ class KafkaSource:
 
     def __init__(self, topic: str, *, bootstrap_servers: str | None = None, group_id: str = "anomaly-pipeline-stream",
                  max_batch: int = 2000, max_wait_s: float = 0.2, stop_after_idle_s: float | None = None,
-                 extra_config: dict[str, Any] | None = None) -> None:
+                 extra_config: dict[str, Any] | None = None, checkpoint: Any = None, consumer: Any = None) -> None:
+        """Offsets are committed by hand after each micro-batch is scored and its alerts written
+        (``enable.auto.commit`` off: auto-commit would commit what was consumed, so a crash
+        between consume and score lost those events). ``checkpoint`` keeps the sent alert ids;
+        ``consumer``: an already configured one (anything with confluent-kafka's ``subscribe``,
+        ``consume``, ``commit`` and ``close``)."""
+        if consumer is None:
+            consumer = self._consumer(bootstrap_servers, group_id, extra_config)
+        self.consumer = consumer
+        self.consumer.subscribe([topic])
+        self.topic, self.max_batch, self.max_wait_s, self.stop_after_idle_s = topic, max_batch, max_wait_s, stop_after_idle_s
+        self.checkpoint = checkpoint
+
+    @staticmethod
+    def _consumer(bootstrap_servers: str | None, group_id: str, extra_config: dict[str, Any] | None) -> Any:
         try:
             from confluent_kafka import Consumer
         except ImportError as exc:
@@ -299,11 +428,8 @@ class KafkaSource:
         servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not servers:
             raise ValueError("no Kafka brokers: pass --kafka-bootstrap or set KAFKA_BOOTSTRAP_SERVERS (host:port)")
-        config = {"bootstrap.servers": servers, "group.id": group_id, "auto.offset.reset": "earliest",
-                  "enable.auto.commit": True, **(extra_config or {})}
-        self.consumer = Consumer(config)
-        self.consumer.subscribe([topic])
-        self.topic, self.max_batch, self.max_wait_s, self.stop_after_idle_s = topic, max_batch, max_wait_s, stop_after_idle_s
+        return Consumer({"bootstrap.servers": servers, "group.id": group_id, "auto.offset.reset": "earliest",
+                         **(extra_config or {}), "enable.auto.commit": False})
 
     def __iter__(self) -> Iterator[Batch]:
         idle_since = time.monotonic()
@@ -319,6 +445,10 @@ class KafkaSource:
                 if records:
                     idle_since = time.monotonic()
                     yield Batch(records=records, arrived=time.monotonic())
+                    # Resumed: the scorer is done with the batch (a crash never gets here).
+                    self.consumer.commit(asynchronous=False)
+                    if self.checkpoint is not None:
+                        self.checkpoint.save()
                 elif self.stop_after_idle_s is not None and time.monotonic() - idle_since > self.stop_after_idle_s:
                     return
         finally:

@@ -391,13 +391,15 @@ def _upsert(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class StepResult:
     """One micro-batch applied to the state: the rebuilt windows, the positions in them of the new
-    events (in arrival order), and the new events refused as too late."""
+    events (in arrival order), the new events refused as too late, and the new events the graph
+    could not place (no source or no destination: ``graph.build_graph_windows`` drops them)."""
 
     windows: GraphWindows | None
     new_positions: np.ndarray
     late: pd.DataFrame
     evicted: int
     unscorable: int
+    unplaced: pd.DataFrame | None = None
 
 
 class StreamState:
@@ -462,7 +464,8 @@ class StreamState:
         pos = order[np.searchsorted(seq[order], events[SEQ].to_numpy()).clip(max=len(seq) - 1)]
         found = seq[pos] == events[SEQ].to_numpy()
         self._continue_rates(windows, pos[found])
-        return StepResult(windows, pos[found], late, evicted, int((~found).sum()))
+        unplaced = events[~found].drop(columns=SEQ)
+        return StepResult(windows, pos[found], late, evicted, len(unplaced), unplaced)
 
     def _continue_rates(self, windows: GraphWindows, positions: np.ndarray) -> None:
         """Feed the new events (at ``positions`` of ``windows``, features already patched) to the
