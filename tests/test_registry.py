@@ -271,7 +271,7 @@ def test_models_cli_promote_rollback_list(tmp_path, capsys) -> None:
     assert main(["--home", str(home), "models", "promote", v2]) == 1  # the gate failed: refused
     assert "gate_failed" in capsys.readouterr().out
     assert main(["--home", str(home), "models", "promote", v2, "--force"]) == 2
-    assert "needs a reason" in capsys.readouterr().err
+    assert "--force needs --reason" in capsys.readouterr().err
     assert main(["--home", str(home), "models", "promote", v2, "--force", "--reason", "hotfix"]) == 0
     assert "champion: version 2" in capsys.readouterr().out
     assert main(["--home", str(home), "models", "rollback", "--reason", "too many alerts"]) == 0
