@@ -480,6 +480,34 @@ def labelled_test_index(windows: GraphWindows) -> np.ndarray:
     return test_idx[np.isfinite(windows.labels[test_idx])]
 
 
+def campaigns_of_test_window(windows: GraphWindows) -> np.ndarray | None:
+    """Per labelled test event (``labelled_test_index``), its campaign: the part of
+    ``label_detail`` before ``:`` on attacks (``"<campaign>:<stage>"``), "" on benign events; None
+    when the data name fewer than two campaigns (nothing to break down)."""
+    if "label_detail" not in windows.events:
+        return None
+    idx = labelled_test_index(windows)
+    detail = windows.events["label_detail"].to_numpy()[idx]
+    y = windows.labels[idx] == 1
+    camp = np.array([str(d).split(":")[0] if a and isinstance(d, str) else "" for d, a in zip(detail, y, strict=True)],
+                    dtype=object)
+    return camp if len(set(camp[y])) > 1 else None
+
+
+def campaign_metrics(detector: Any, windows: GraphWindows, campaigns: np.ndarray) -> list[dict[str, Any]]:
+    """Per campaign of the test window: its attacks against every benign test event, the AP of the
+    detector's score (which attacks a detector finds, and which it leaves to chance)."""
+    idx = labelled_test_index(windows)
+    y = windows.labels[idx].astype(int)
+    scores = np.asarray(detector.decision_function(windows, idx), dtype=float)
+    rows = []
+    for name in sorted(set(campaigns[y == 1])):
+        keep = (campaigns == name) | (y == 0)
+        rows.append({"campaign": name, "attacks": int((campaigns == name).sum()),
+                     "average_precision": float(average_precision_score(y[keep], scores[keep]))})
+    return rows
+
+
 def part_metrics(view: CachedHybrid, windows: GraphWindows) -> list[dict[str, Any]]:
     """Per score part (``training.SCORE_PARTS``) on the labelled test events: ROC-AUC and AP of the
     part's raw value alone, and ``lead_share``: the share of test attacks whose largest Fisher term
@@ -517,6 +545,16 @@ class QualityRun:
     target_fprs: tuple[float, ...]
     info: dict = field(default_factory=dict)
     parts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    campaigns: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (seed, detector, campaign): AP
+
+    def campaigns_summary(self) -> pd.DataFrame:
+        """AP per (detector, campaign): mean and standard deviation over seeds, mean attack count."""
+        if self.campaigns.empty:
+            return pd.DataFrame()
+        grouped = self.campaigns.groupby(["detector", "campaign"], sort=False)
+        out = grouped["average_precision"].agg(["mean", "std"]).fillna(0.0)
+        out["attacks"] = grouped["attacks"].mean()
+        return out.reset_index()
 
     def summary(self) -> pd.DataFrame:
         """Mean and standard deviation over seeds per (detector, target FPR)."""
@@ -567,6 +605,11 @@ class QualityRun:
             if det in PUBLISHED.get(self.dataset, {}):
                 entry["published"] = PUBLISHED[self.dataset][det]
             models[str(det)] = entry
+        cs = self.campaigns_summary()
+        for _, r in cs.iterrows():
+            models[str(r["detector"])].setdefault("campaigns", {})[str(r["campaign"])] = {
+                "average_precision": {"mean": float(r["mean"]), "std": float(r["std"])},
+                "attacks": float(r["attacks"])}
         return {"dataset": self.dataset, "seeds": list(self.seeds), "target_fprs": list(self.target_fprs),
                 "info": self.info, "models": models}
 
@@ -601,6 +644,7 @@ def run_quality(
     order = sorted(detectors, key=lambda d: d != HYBRID)
     rows: list[pd.DataFrame] = []
     part_rows: list[dict] = []
+    campaign_rows: list[dict] = []
     first_seed_rows: dict[str, pd.DataFrame] = {}
     counts: dict[int, dict[str, int]] = {}
     started = time.perf_counter()
@@ -614,6 +658,7 @@ def run_quality(
                 f"train {c['train_events']:,} / validation {c['validation_events']:,} / test {c['test_events']:,} "
                 f"({c['test_attacks']:,} attacks)")
         trained: dict[str, tuple[HybridDetector, _PartsCache, float]] = {}
+        campaigns = campaigns_of_test_window(windows)
         for name in order:
             if not source.per_seed and not _seeded(name) and seed != seeds[0]:
                 rows.append(first_seed_rows[name].assign(seed=seed))  # deterministic on fixed data
@@ -637,6 +682,9 @@ def run_quality(
             if name in part_detectors and isinstance(det, CachedHybrid):
                 part_rows += [{"detector": name, "seed": seed, **r} for r in part_metrics(det, windows)]
             score_s = time.perf_counter() - t
+            if campaigns is not None:
+                campaign_rows += [{"detector": name, "seed": seed, **r}
+                                  for r in campaign_metrics(det, windows, campaigns)]
             table = report.table.assign(seed=seed, fit_seconds=fit_s, score_seconds=score_s, dataset=dataset)
             rows.append(table)
             if seed == seeds[0]:
@@ -666,7 +714,7 @@ def run_quality(
     if epochs_per_stage is not None:
         info["epochs_per_stage"] = epochs_per_stage
     parts = pd.DataFrame(part_rows)
-    return QualityRun(dataset, frame, tuple(seeds), tuple(target_fprs), info, parts)
+    return QualityRun(dataset, frame, tuple(seeds), tuple(target_fprs), info, parts, pd.DataFrame(campaign_rows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1074,6 +1122,19 @@ def quality_markdown(run: QualityRun) -> str:
             lines.append(f"| {r['part']}{note} | {_pm(r['roc_auc_mean'], r['roc_auc_std'])} | "
                          f"{_pm(r['average_precision_mean'], r['average_precision_std'])} | "
                          f"{_pm(r['lead_share_mean'], r['lead_share_std'], 3)} |")
+    cs = run.campaigns_summary()
+    if not cs.empty:
+        names = list(dict.fromkeys(cs["campaign"]))
+        attacks = cs.groupby("campaign", sort=False)["attacks"].first()
+        lines += ["", "Per campaign: AP of each model's score with that campaign's test attacks against every "
+                  "benign test event (mean attacks per seed in brackets): which attacks a model finds, and "
+                  "which it leaves to chance (AP near the attack share).", "",
+                  "| model | " + " | ".join(f"{c} ({attacks[c]:.0f})" for c in names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for det, rows in cs.groupby("detector", sort=False):
+            by = rows.set_index("campaign")
+            lines.append(f"| {det} | " + " | ".join(
+                _pm(by.loc[c, "mean"], by.loc[c, "std"], 3) if c in by.index else "" for c in names) + " |")
     return "\n".join(lines)
 
 

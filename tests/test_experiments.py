@@ -23,6 +23,8 @@ from anomaly_pipeline.experiments import (
     DataOptions,
     QualityRun,
     ablation_markdown,
+    campaign_metrics,
+    campaigns_of_test_window,
     check_targets,
     default_detectors,
     labelled_test_index,
@@ -174,6 +176,20 @@ def test_synthetic_data_are_generated_per_seed():
     assert rules["average_precision"].nunique() == 2
     md = quality_markdown(run)
     assert "2 data sets, seed s generating the data" in md and "**Subset: SyntheticConfig(n_users=30" in md
+    # Per campaign: every campaign of each seed's test window, one AP per (seed, detector, campaign),
+    # each the AP of that campaign's attacks against all benign test events.
+    windows = data.windows(1)
+    campaigns = campaigns_of_test_window(windows)
+    y = windows.labels[labelled_test_index(windows)]
+    assert set(campaigns[y == 0]) == {""} and len(set(campaigns[y == 1])) >= 3
+    seed1 = run.campaigns[(run.campaigns["seed"] == 1) & (run.campaigns["detector"] == "midas_r")]
+    assert sorted(seed1["campaign"]) == sorted(set(campaigns[y == 1]))
+    assert seed1["attacks"].sum() == int(y.sum())
+    det = make_detector("midas_r", 1).fit(windows, windows.split_index("train"))
+    direct = {r["campaign"]: r["average_precision"] for r in campaign_metrics(det, windows, campaigns)}
+    assert direct == pytest.approx(dict(zip(seed1["campaign"], seed1["average_precision"], strict=True)))
+    assert "Per campaign: AP of each model's score" in md
+    assert set(run.to_json()["models"]["heuristic_rules"]["campaigns"]) == set(campaigns[y == 1])
 
 
 @pytest.fixture(scope="module")
