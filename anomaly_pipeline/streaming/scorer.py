@@ -372,13 +372,13 @@ class StreamScorer:
     def _warm_start(self, history: pd.DataFrame | None, cold_reason: str | None, chunk_events: int) -> WarmStart:
         started = time.monotonic()
         version = self.model.version
+        if self.model.history is not None:
+            # Replayed or not, the model's copy is not needed again: it would only hold memory.
+            history = self.model.history if history is None else history
+            self.model.history = None
+            self.model.history_note = "its history was handed to an earlier scorer's warm start"
         if cold_reason is not None:
             return WarmStart(reason=cold_reason, model_version=version)
-        if history is None:
-            history = self.model.history
-            if history is not None:  # the state keeps what it needs: the model's copy would only hold memory
-                self.model.history = None
-                self.model.history_note = "its history was replayed by an earlier warm start"
         if history is None:
             return WarmStart(reason=self.model.history_note or f"{self.model.uri} has no training history to replay",
                              model_version=version)
@@ -389,8 +389,9 @@ class StreamScorer:
         events = conform(history).sort_values("ts", kind="stable")  # labels dropped at logging come back as nulls
         newest = events["ts"].iloc[-1]
         events = events[events["ts"] >= newest - pd.Timedelta(days=self.stream_config.memory_days)]
-        for lo in range(0, len(events), max(chunk_events, 1)):
-            chunk = events.iloc[lo : lo + chunk_events].reset_index(drop=True)
+        piece = max(chunk_events, 1)
+        for lo in range(0, len(events), piece):
+            chunk = events.iloc[lo : lo + piece].reset_index(drop=True)
             step = self.state.advance(chunk)
             # As for a micro-batch: the ids of the events the state took in count as seen.
             refused = step.unplaced["event_id"] if step.unplaced is not None else chunk["event_id"].iloc[:0]

@@ -415,6 +415,7 @@ class StreamState:
         self._keep_from: int | None = None  # absolute fine bucket: earlier ones were evicted
         self.windows: GraphWindows | None = None
         self.evicted_total = 0
+        self._rates_fresh = True  # no event has reached the rate state yet
 
     # -- sizes --
     @property
@@ -463,7 +464,14 @@ class StreamState:
         order = np.argsort(seq, kind="stable")
         pos = order[np.searchsorted(seq[order], events[SEQ].to_numpy()).clip(max=len(seq) - 1)]
         found = seq[pos] == events[SEQ].to_numpy()
-        self._continue_rates(windows, pos[found])
+        if self._rates_fresh and windows.rates is not None:
+            # The first step (a warm start's replay, or the first micro-batch): the buffer is the
+            # whole stream and the memory is empty, so the rebuild's rates are already the stream's,
+            # from the same origin; its rate state is continued from here on instead of recomputed.
+            self.rate_state = windows.rates.state
+        else:
+            self._continue_rates(windows, pos[found])
+        self._rates_fresh = False
         unplaced = events[~found].drop(columns=SEQ)
         return StepResult(windows, pos[found], late, evicted, len(unplaced), unplaced)
 
