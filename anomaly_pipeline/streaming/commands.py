@@ -349,12 +349,13 @@ def add_stream_commands(sub: Any) -> None:
     def cold(p: argparse.ArgumentParser) -> None:
         p.add_argument("--cold", action="store_true",
                        help="start with an empty state instead of replaying the champion's training history "
-                            "(the default warm start); for events older than that history, which would "
-                            "otherwise be refused as late")
+                            "(the default warm start); for replaying old data: warm, events already in that "
+                            "history count as duplicates and events older than it are refused as late")
 
     stream = sub.add_parser("stream", help="score a live event stream with the @champion model",
                             description="Score events from stdin ('-'), a file (any supported format, --follow "
-                                        "to tail it) or a Kafka topic in micro-batches with the @champion model; "
+                                        "to tail it) or a Kafka topic in micro-batches with the @champion model, "
+                                        "its state warmed up with the champion's training events (--cold: empty); "
                                         "alerts as JSON lines on stdout (or --alerts), progress on stderr.")
     stream.add_argument("input", nargs="?", default="-", help="event file, or '-' for JSON lines on stdin (default)")
     add_format_option(stream, "format of the input file")
@@ -374,7 +375,8 @@ def add_stream_commands(sub: Any) -> None:
 
     serve = sub.add_parser(
         "serve", help="HTTP scoring service: POST /events, alerts, incidents, metrics",
-        description="Serve the @champion model over HTTP: POST /events scores a batch; / links the incident "
+        description="Serve the @champion model over HTTP, its state warmed up with the champion's training "
+        "events (--cold: empty): POST /events scores a batch; / links the incident "
         "index (/incidents), alerts, API docs (/docs, no CDN needed), metrics (Prometheus) and /healthz. It binds "
         f"to 127.0.0.1 unless --host says otherwise; with ${API_TOKEN_ENV} set every route but /healthz needs "
         "'Authorization: Bearer <token>'.")

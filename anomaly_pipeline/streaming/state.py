@@ -18,7 +18,9 @@ Two parts:
   keys active in ``memory_days``.
 * One ``rates.RateState`` for the whole stream: each micro-batch continues it with the new events
   only (the first event the stream ever saw sets its tick origin, as in a batch run), and their
-  rate values replace the buffer-local ones in the rebuilt windows. Only the new events' rates are
+  rate values replace the buffer-local ones in the rebuilt windows (on the first step the buffer
+  is the whole stream, so the rebuild's rate state is taken as it is: a warm start's replay of
+  the training history computes its rates once). Only the new events' rates are
   stream-exact; the older buffer rows keep the rebuild's buffer-local values and are never scored
   again.
 """
