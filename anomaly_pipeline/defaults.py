@@ -20,6 +20,16 @@ MAX_EVENTS_PER_REQUEST = 20_000
 API_TOKEN_ENV = "ANOMALY_PIPELINE_API_TOKEN"  # set: every route but /healthz needs "Authorization: Bearer <it>"
 ALLOWED_HOSTS_ENV = "ANOMALY_PIPELINE_ALLOWED_HOSTS"  # Host header names the service answers, comma-separated
 LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+DEFAULT_MEMORY_DAYS = 30.0  # how long the streaming state remembers pairs, hour profiles and event ids
+
+# Warm start: the champion's recent training events, stored in its registered data folder (so the
+# version's SHA-256 digest covers them) and replayed through the streaming state when ``serve`` or
+# ``stream`` starts. The newest ``WARM_HISTORY_DAYS`` of them, at most ``WARM_HISTORY_MAX_EVENTS``
+# (the newest; about 27 bytes an event in Parquet on the synthetic default), replayed in pieces of
+# ``WARM_REPLAY_CHUNK_EVENTS`` so the buffer never holds more than the model's horizon plus a piece.
+WARM_HISTORY_DAYS = DEFAULT_MEMORY_DAYS
+WARM_HISTORY_MAX_EVENTS = 1_000_000
+WARM_REPLAY_CHUNK_EVENTS = 250_000
 
 # Input formats by name (the readers are ``sources.formats.FORMATS``; a test keeps the two equal),
 # with what a file of that format looks like, for error messages.

@@ -9,6 +9,11 @@ the MLmodel file first and refuses a model that would make MLflow run code from 
 (``python_model``, ``code`` paths, another loader), then checks the data against the SHA-256
 tag of the model version, then loads.
 
+The data folder may also hold ``warm_history.parquet``: the newest events the model was trained
+on (``warm_history_frame``), which ``serve`` and ``stream`` replay through their state before the
+first event arrives, so that the first alerts mean what batch alerts mean. It is data (Parquet, no
+code) and one of the hashed files, so the version's digest covers it like the weights.
+
 Input: canonical events (see ``anomaly_pipeline.schema``) covering the history to score against;
 output: one row per scored event with ``event_id``, ``score`` (higher is stranger) and ``alert``.
 """
@@ -28,7 +33,10 @@ import pandas as pd
 
 ARTIFACT_DETECTOR = "detector"  # folder in the model's data: HybridDetector.save's files
 ARTIFACT_WINDOWS = "window_config.json"
+ARTIFACT_WARM_HISTORY = "warm_history.parquet"
 PYFUNC = "python_function"
+# Ground truth has no place in a deployed model's files: the warm history keeps every other column.
+_WARM_DROPPED = ("label", "label_detail")
 
 
 _FLOAT_COLUMNS = ("dst_port", "label", "bytes_out", "bytes_in", "packets", "duration_s", "success")
@@ -63,12 +71,33 @@ def model_signature():  # noqa: ANN201 - mlflow.models.ModelSignature
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-class HybridScorer:
-    """The registered model as loaded: the detector and the window config it was trained with."""
+def warm_history_frame(events: pd.DataFrame, days: float | None = None, max_events: int | None = None) -> pd.DataFrame:
+    """What a model keeps of its training events for a warm start: the events of the last ``days``
+    (default ``defaults.WARM_HISTORY_DAYS``) before the newest one, at most ``max_events`` (default
+    ``defaults.WARM_HISTORY_MAX_EVENTS``; the newest are kept), in time order, with the event
+    contract's columns but the labels."""
+    from anomaly_pipeline.defaults import WARM_HISTORY_DAYS, WARM_HISTORY_MAX_EVENTS
+    from anomaly_pipeline.schema import EVENT_COLUMNS
 
-    def __init__(self, detector: Any, window_config: Any) -> None:
+    days = WARM_HISTORY_DAYS if days is None else days
+    max_events = WARM_HISTORY_MAX_EVENTS if max_events is None else max_events
+    columns = [c for c in EVENT_COLUMNS if c not in _WARM_DROPPED]
+    frame = events.loc[:, columns].sort_values("ts", kind="stable")
+    if len(frame):
+        frame = frame[frame["ts"] >= frame["ts"].iloc[-1] - pd.Timedelta(days=days)]
+    return frame.iloc[max(len(frame) - max_events, 0) :].reset_index(drop=True)
+
+
+class HybridScorer:
+    """The registered model as loaded: the detector, the window config it was trained with and,
+    when it was logged with one, its warm-start history (``warm_history``)."""
+
+    def __init__(self, detector: Any, window_config: Any, warm_history_bytes: bytes | None = None) -> None:
         self.detector = detector  # anomaly_pipeline.detectors.HybridDetector
         self.window_config = window_config  # anomaly_pipeline.graph.WindowConfig
+        # The Parquet file as read right after the integrity check; parsed on demand (daily
+        # scoring loads the model too and never needs it).
+        self._warm_history_bytes = warm_history_bytes
 
     @classmethod
     def from_directory(cls, data: str | Path) -> HybridScorer:
@@ -79,7 +108,28 @@ class HybridScorer:
         data = Path(data)
         detector = HybridDetector.load(data / ARTIFACT_DETECTOR)
         window_config = WindowConfig(**json.loads((data / ARTIFACT_WINDOWS).read_text()))
-        return cls(detector, window_config)
+        history = data / ARTIFACT_WARM_HISTORY
+        return cls(detector, window_config, history.read_bytes() if history.is_file() else None)
+
+    @property
+    def has_warm_history(self) -> bool:
+        return self._warm_history_bytes is not None
+
+    def warm_history(self) -> pd.DataFrame | None:
+        """The events logged for a warm start (canonical, time order), or None when the model was
+        logged without them.
+
+        Raises:
+            SchemaError: the file is not an event table of this version's contract.
+        """
+        import io
+
+        from anomaly_pipeline.schema import conform
+
+        if self._warm_history_bytes is None:
+            return None
+        frame = conform(pd.read_parquet(io.BytesIO(self._warm_history_bytes)))
+        return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 
     def get_raw_model(self) -> HybridScorer:
         """``PyFuncModel.get_raw_model()`` hands back this object."""
@@ -142,18 +192,27 @@ def log_hybrid_model(
     name: str = "model",
     input_example: pd.DataFrame | None = None,
     pip_requirements: list[str] | None = None,
+    warm_history: pd.DataFrame | None = None,
 ) -> tuple[Any, str]:
     """Log the detector saved in ``detector_dir`` to the active MLflow run; no code in the artifact.
+
+    ``warm_history``: the events ``serve`` and ``stream`` replay before their first event
+    (``warm_history_frame`` of the training events), stored as Parquet among the hashed data
+    files; None logs a model that starts cold (the service says so).
 
     Returns MLflow's ``ModelInfo`` and the data digest to tag the model version with
     (``pyfunc_loader.DIGEST_TAG``; ``registry.register_version(..., tags=...)``).
     """
     from anomaly_pipeline import pyfunc_loader
+    from anomaly_pipeline.schema import EVENT_COLUMNS
 
     with tempfile.TemporaryDirectory(prefix="anomaly-pipeline-model-") as tmp:
         data = Path(tmp) / "hybrid"  # MLflow stores it as data/hybrid in the model folder
         shutil.copytree(detector_dir, data / ARTIFACT_DETECTOR)
         (data / ARTIFACT_WINDOWS).write_text(json.dumps(window_config.__dict__))
+        if warm_history is not None:
+            columns = [c for c in EVENT_COLUMNS if c in warm_history.columns and c not in _WARM_DROPPED]
+            warm_history.loc[:, columns].to_parquet(data / ARTIFACT_WARM_HISTORY, index=False)
         hashes = pyfunc_loader.data_hashes(data)
         digest = pyfunc_loader.digest_of(hashes)
         info = mlflow.pyfunc.log_model(

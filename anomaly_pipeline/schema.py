@@ -100,6 +100,9 @@ def conform(frame: pd.DataFrame, *, source: str | None = None) -> pd.DataFrame:
             values = pd.Series([source] * n if col.name == "source" else [pd.NA] * n, index=frame.index)
         else:
             values = frame[col.name]
+        if str(values.dtype) == col.dtype:
+            out[col.name] = values  # already the contract's type (to_datetime would still walk the values)
+            continue
         try:
             if col.dtype.startswith("datetime64"):
                 values = pd.to_datetime(values, utc=True)

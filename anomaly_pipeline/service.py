@@ -16,6 +16,11 @@ received is scored, quarantined or a duplicate, and ``/metrics`` reconciles. Sco
 worker thread, so ``/healthz`` answers at once during a burst. With ``api_token`` every route but
 ``/healthz`` needs ``Authorization: Bearer <token>``; requests whose ``Host`` header is not in
 ``allowed_hosts`` are refused (400), which stops DNS rebinding against a service on loopback.
+
+Whether the scorer started warm (the champion's training history replayed before the first
+event, ``StreamScorer.warm_start``) and from which model version and how many events, or why it
+did not, is on ``/``, in ``/healthz`` (``warm_start``) and in ``/metrics``
+(``anomaly_stream_warm_start``, ``anomaly_stream_warm_history_events``).
 """
 
 from __future__ import annotations
@@ -198,7 +203,8 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES, ap
     def landing() -> HTMLResponse:
         m = scorer.metrics
         return HTMLResponse(service_pages.landing_page({
-            "model": scorer.model.uri, "alert threshold": f"{scorer.threshold:.3f}",
+            "model": scorer.model.uri + (f" (version {scorer.model.version})" if scorer.model.version else ""),
+            "warm start": scorer.warm.summary(), "alert threshold": f"{scorer.threshold:.3f}",
             "events scored": f"{m.events_scored:,}", "duplicates dropped": f"{m.events_duplicate:,}",
             "quarantined": f"{m.events_quarantined:,}", "alerts": f"{m.alerts:,}",
             "incidents": f"{len(scorer.incidents.incidents):,}"}))
@@ -274,12 +280,13 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES, ap
     @app.get("/healthz", summary="Liveness and the model in use")
     async def healthz() -> dict:
         # async: answered on the event loop, never queued behind the threadpool or the scorer's lock.
-        return {"status": "ok", "model": scorer.model.uri, "threshold": scorer.threshold,
-                "events_scored": scorer.metrics.events_scored}
+        return {"status": "ok", "model": scorer.model.uri, "model_version": scorer.model.version,
+                "threshold": scorer.threshold, "events_scored": scorer.metrics.events_scored,
+                "warm_start": scorer.warm.to_dict()}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> str:
-        m = scorer.metrics
+        m, warm = scorer.metrics, scorer.warm
         rows = [
             ("anomaly_stream_events_received_total", "counter", "events received", m.events_received),
             ("anomaly_stream_events_scored_total", "counter", "events scored", m.events_scored),
@@ -297,10 +304,17 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES, ap
             ("anomaly_stream_buffer_events", "gauge", "events in the window state", scorer.state.n_buffered),
             ("anomaly_stream_memory_keys", "gauge", "remembered pairs and nodes", scorer.state.memory.n_keys()),
             ("anomaly_stream_resident_memory_bytes", "gauge", "resident memory of the process", rss_bytes()),
+            (f'anomaly_stream_warm_start{{model_version="{_label(warm.model_version or "")}"}}', "gauge",
+             "1 when the state started from the champion's training history, 0 when cold (GET /healthz says why)",
+             int(warm.warm)),
+            ("anomaly_stream_warm_history_events", "gauge", "training events replayed into the state at start",
+             warm.events),
+            ("anomaly_stream_warm_start_seconds", "gauge", "time the warm start took", round(warm.seconds, 3)),
         ]
         lines = []
         for name, kind, help_text, value in rows:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+            family = name.partition("{")[0]
+            lines += [f"# HELP {family} {help_text}", f"# TYPE {family} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"
 
     def openapi() -> dict[str, Any]:
@@ -318,6 +332,11 @@ def create_app(scorer: StreamScorer, *, max_body_bytes: int = MAX_BODY_BYTES, ap
         app.add_middleware(_BearerToken, token=api_token)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def serve_in_thread(app: Any, host: str = DEFAULT_HOST, port: int = 0) -> tuple[Any, threading.Thread, int]:

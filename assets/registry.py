@@ -13,7 +13,7 @@ from anomaly_pipeline import registry
 from anomaly_pipeline.alerts import AlertSink
 from anomaly_pipeline.drift import drift_frame
 from anomaly_pipeline.graph import EVENT_FEATURES, GraphWindows
-from anomaly_pipeline.mlflow_model import load_pyfunc, log_hybrid_model, to_model_input
+from anomaly_pipeline.mlflow_model import load_pyfunc, log_hybrid_model, to_model_input, warm_history_frame
 from anomaly_pipeline.model_card import ModelCard
 from anomaly_pipeline.pyfunc_loader import DIGEST_TAG
 from anomaly_pipeline.redact import redact_url
@@ -54,8 +54,10 @@ def registered_model(
 ) -> dg.Output[RegisteredModel]:
     """The hybrid model in MLflow: parameters, per-epoch metrics, the evaluation table and plots,
     the Great Expectations summary, a model card, the drift reference (training features and
-    scores), weights as a pyfunc (state dict + JSON, no pickle); a new version aliased `challenger`,
-    and `champion` when the quality gate passes and it is at least as good as the champion."""
+    scores), weights as a pyfunc (state dict + JSON, no pickle) with the newest 30 days of its
+    events for the service's warm start (Parquet, covered by the weights' digest); a new version
+    aliased `challenger`, and `champion` when the quality gate passes and it is at least as good
+    as the champion."""
     config = mlflow_resource.registry_config()
     client = registry.configure(config)
     ts = graph_windows.events["ts"]
@@ -104,8 +106,12 @@ def registered_model(
         )
         # The loader is the installed package (pyfunc_loader): no code in the artifact, and the
         # data's SHA-256 digest goes to the version's tags, checked on every load.
+        # The newest events it saw, replayed by `serve` and `stream` before their first event.
+        warm_history = warm_history_frame(graph_windows.events)
+        mlflow.log_metric("warm_history_events", len(warm_history))
         _, digest = log_hybrid_model(hybrid_model.path, graph_windows.config,
-                                     input_example=to_model_input(graph_windows.events.head(40)))
+                                     input_example=to_model_input(graph_windows.events.head(40)),
+                                     warm_history=warm_history)
         run_id = run.info.run_id
     version = registry.register_version(client, config, run_id, "model", tags={**tags, DIGEST_TAG: digest},
                                         description=model_evaluation.gate_reason)
@@ -139,6 +145,9 @@ def registered_model(
             "champion_version_before": decision.champion_version or "none",
             "champion_score_before": decision.champion_score if decision.champion_score is not None else "none",
             "champion_version_after": decision.champion_after or "none",
+            "warm_history_events": len(warm_history),
+            "warm_history_window": (f"{warm_history['ts'].iloc[0]}..{warm_history['ts'].iloc[-1]}"
+                                    if len(warm_history) else "none"),
             "git_commit": tags[registry.GIT_COMMIT_TAG],
             "model_card": dg.MetadataValue.md(card.to_markdown()),
             "gx_validation": dg.MetadataValue.json(validation),

@@ -77,6 +77,23 @@ def test_registration_logs_card_gx_summary_reference_and_commit(trained) -> None
     assert "anomaly_score" in reference and len(reference) > 1000
 
 
+def test_registration_logs_the_warm_start_history_with_the_weights(trained) -> None:
+    """The version carries its training events for the service's warm start, verified like the weights."""
+    from anomaly_pipeline.streaming import load_champion
+
+    _, _, instance, config, v1, windows = trained
+    champion = load_champion(config)
+    assert champion.version == v1.version and champion.history_note is None
+    history = champion.history
+    # Five tiny days: all of them are within the 30 days kept, in time order, without labels.
+    assert len(history) == len(windows.events)
+    assert history["event_id"].tolist() == windows.events.sort_values("ts", kind="stable")["event_id"].tolist()
+    assert history["label"].isna().all() and history["label_detail"].isna().all()
+    meta = instance.fetch_materializations(dg.AssetKey("registered_model"), limit=1).records[0] \
+        .asset_materialization.metadata
+    assert meta["warm_history_events"].value == len(windows.events)
+
+
 def test_the_champion_is_rescored_on_the_challengers_test_window(trained) -> None:
     from assets.registry import _champion_score_on_test_window
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from anomaly_pipeline.cli_checks import (
@@ -29,6 +30,7 @@ from anomaly_pipeline.defaults import (
     ALLOWED_HOSTS_ENV,
     API_TOKEN_ENV,
     DEFAULT_HOST,
+    DEFAULT_MEMORY_DAYS,
     DEFAULT_PORT,
     LOOPBACK_HOSTS,
     MAX_BODY_BYTES,
@@ -56,7 +58,9 @@ def alert_threshold(detector: Any, threshold: float | None, tail: float | None) 
 
 
 def _scorer(args: argparse.Namespace, model: ChampionModel, alert_out: Any = None, *,
-            log_alerts: bool = True) -> StreamScorer:
+            log_alerts: bool = True, cold_reason: str | None = None) -> StreamScorer:
+    """The scorer for ``model``, warm-started from the champion's training history (unless
+    ``--cold`` or ``cold_reason``): its state knows that period before the first event."""
     from anomaly_pipeline.alerts import AlertSink
     from anomaly_pipeline.streaming.scorer import StreamScorer
     from anomaly_pipeline.streaming.state import StreamConfig
@@ -69,6 +73,9 @@ def _scorer(args: argparse.Namespace, model: ChampionModel, alert_out: Any = Non
                           threshold=threshold, sink=sink, alert_out=alert_out,
                           incident_horizon_s=args.incident_horizon_hours * 3600.0, log=_log)
     _log(f"alert threshold {scorer.threshold:.2f}")
+    if cold_reason is None and getattr(args, "cold", False):
+        cold_reason = "--cold given: the state starts empty, so early events look new"
+    scorer.warm_start(cold_reason=cold_reason)  # logs "warm_start: warm (...)" or "warm_start: none (why)"
     return scorer
 
 
@@ -190,14 +197,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _check_port_free(args.host, args.port)
     import uvicorn
 
-    from anomaly_pipeline.service import create_app
-
     token = api_token()
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         _log(f"warning: binding to {args.host} without ${API_TOKEN_ENV}: anyone who reaches the port can read "
              "alerts and send events; set a token or put the service behind an authenticating proxy")
-    model = _champion(args)
-    app = create_app(_scorer(args, model), max_body_bytes=args.max_body_bytes, api_token=token, allowed_hosts=hosts)
+    app = serve_app(args, token=token, allowed_hosts=hosts)
     _log(f"answering Host {', '.join(hosts)}; " + ("bearer token required" if token else "no token required"))
     _log(f"serving on http://{args.host}:{args.port} (OpenAPI: /docs)")
     try:
@@ -205,6 +209,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         app.state.scorer.close()
     return 0
+
+
+def serve_app(args: argparse.Namespace, *, token: str | None = None,
+              allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> Any:
+    """The app ``serve`` runs for ``args`` (its parsed command line): the champion loaded, the
+    scorer warm-started from its training history, the FastAPI app around them."""
+    from anomaly_pipeline.service import create_app
+
+    model = _champion(args)
+    return create_app(_scorer(args, model), max_body_bytes=args.max_body_bytes, api_token=token,
+                      allowed_hosts=allowed_hosts)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -247,7 +262,10 @@ def _cmd_stream_demo(args: argparse.Namespace) -> int:
     replay = events[day >= days[-2]]  # a warm-up day, then the attack day
     records = replay.assign(ts=replay["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).to_json(orient="records")
     records = json.loads(records)
-    scorer = _scorer(args, model, log_alerts=False)
+    # The demo's synthetic world is not the champion's training data (other entities, and days that
+    # overlap it): it warms up on its own first replayed day instead.
+    scorer = _scorer(args, model, log_alerts=False,
+                     cold_reason="stream-demo replays its own synthetic days, a warm-up day first")
     token = api_token()
     server, thread, port = serve_in_thread(create_app(scorer, api_token=token))
     base = f"http://127.0.0.1:{port}"
@@ -320,17 +338,24 @@ def add_stream_commands(sub: Any) -> None:
         p.add_argument("--alert-tail", type=arg_fraction, default=None,
                        help="alert on the rarest share of events instead: e.g. 0.002 = scores above all but "
                             "0.2%% of the model's validation events (between 0 and 1)")
-        p.add_argument("--memory-days", type=arg_positive, default=30.0,
+        p.add_argument("--memory-days", type=arg_positive, default=DEFAULT_MEMORY_DAYS,
                        help="how long first-seen pairs, hour profiles and event ids are remembered, in days "
-                            "(default 30)")
+                            f"(default {DEFAULT_MEMORY_DAYS:g})")
         p.add_argument("--incident-horizon-hours", type=arg_positive, default=4.0,
                        help="alerts sharing entities within this many hours form one incident (default 4)")
         p.add_argument("--max-batch", type=arg_int_at_least(1), default=2000,
                        help="largest micro-batch in events (default 2000)")
 
+    def cold(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cold", action="store_true",
+                       help="start with an empty state instead of replaying the champion's training history "
+                            "(the default warm start); for replaying old data: warm, events already in that "
+                            "history count as duplicates and events older than it are refused as late")
+
     stream = sub.add_parser("stream", help="score a live event stream with the @champion model",
                             description="Score events from stdin ('-'), a file (any supported format, --follow "
-                                        "to tail it) or a Kafka topic in micro-batches with the @champion model; "
+                                        "to tail it) or a Kafka topic in micro-batches with the @champion model, "
+                                        "its state warmed up with the champion's training events (--cold: empty); "
                                         "alerts as JSON lines on stdout (or --alerts), progress on stderr.")
     stream.add_argument("input", nargs="?", default="-", help="event file, or '-' for JSON lines on stdin (default)")
     add_format_option(stream, "format of the input file")
@@ -345,11 +370,13 @@ def add_stream_commands(sub: Any) -> None:
     stream.add_argument("--max-wait-s", type=arg_positive, default=0.2,
                         help="longest wait to fill a micro-batch from stdin, in seconds (default 0.2)")
     common(stream)
+    cold(stream)
     stream.set_defaults(func=_cmd_stream)
 
     serve = sub.add_parser(
         "serve", help="HTTP scoring service: POST /events, alerts, incidents, metrics",
-        description="Serve the @champion model over HTTP: POST /events scores a batch; / links the incident "
+        description="Serve the @champion model over HTTP, its state warmed up with the champion's training "
+        "events (--cold: empty): POST /events scores a batch; / links the incident "
         "index (/incidents), alerts, API docs (/docs, no CDN needed), metrics (Prometheus) and /healthz. It binds "
         f"to 127.0.0.1 unless --host says otherwise; with ${API_TOKEN_ENV} set every route but /healthz needs "
         "'Authorization: Bearer <token>'.")
@@ -362,6 +389,7 @@ def add_stream_commands(sub: Any) -> None:
     serve.add_argument("--max-body-bytes", type=arg_int_at_least(1024), default=MAX_BODY_BYTES,
                        help=f"largest request body; larger ones get 413 (default {MAX_BODY_BYTES:,})")
     common(serve)
+    cold(serve)
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser(

@@ -6,6 +6,13 @@ retry or a replayed file is not scored twice), the ``StreamState`` appends them 
 new events, events above the threshold become alerts (JSON lines, the alert sink, and the
 incident tracker, with the model's explanation), and the metrics (events/s, lag, alerts,
 memory) are updated.
+
+Warm start: before the first micro-batch, ``StreamScorer.warm_start`` replays the champion's
+recent training events (logged with the model version, ``mlflow_model.warm_history_frame``)
+through the state without scoring them, so first-seen pairs, hour profiles, pair rhythm, rates
+and event ids know the training period: the first alerts are the ones a batch run over the
+same history would raise. A model without that history starts cold, and the scorer says so
+(``WarmStart``: a log line ``warm_start: none (<reason>)``, ``/healthz``, ``/metrics``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from anomaly_pipeline.defaults import WARM_REPLAY_CHUNK_EVENTS
 from anomaly_pipeline.graph import WindowConfig
 from anomaly_pipeline.redact import redact_text, redact_url
 from anomaly_pipeline.streaming.sources import Batch, records_to_events
@@ -34,28 +42,39 @@ Log = Callable[[str], None]
 
 @dataclass
 class ChampionModel:
-    """The detector to stream with, its window config and where it came from."""
+    """The detector to stream with, its window config and where it came from; ``history``: the
+    events logged with it for a warm start (None: ``history_note`` says why there are none)."""
 
     detector: Any  # anomaly_pipeline.detectors.HybridDetector
     window: WindowConfig
     uri: str
+    version: str | None = None
+    history: pd.DataFrame | None = None
+    history_note: str | None = None
 
 
 def load_champion(registry_config: Any = None, alias: str = "champion") -> ChampionModel:
     """``models:/<name>@champion`` from the MLflow registry (``RegistryConfig.from_state()`` by
-    default), unwrapped to the detector and the window config it was trained with.
+    default), unwrapped to the detector, the window config it was trained with and the events
+    logged with it for a warm start.
 
-    Loaded with ``mlflow_model.load_pyfunc``: no code from the artifact runs, and weights that
-    differ from the version's recorded SHA-256 are refused (``ModelIntegrityError``)."""
-    from anomaly_pipeline.mlflow_model import load_pyfunc
+    The alias is resolved to its version first and that version is loaded, so the version reported
+    is the one that scores. Loaded with ``mlflow_model.load_pyfunc``: no code from the artifact
+    runs, and data (weights and warm history) that differ from the version's recorded SHA-256 are
+    refused (``ModelIntegrityError``)."""
+    from mlflow import MlflowClient
+
+    from anomaly_pipeline.mlflow_model import ARTIFACT_WARM_HISTORY, load_pyfunc
     from anomaly_pipeline.pyfunc_loader import ModelIntegrityError
     from anomaly_pipeline.registry import RegistryConfig, configure
+    from anomaly_pipeline.schema import SchemaError
 
     config = registry_config or RegistryConfig.from_state()
     configure(config)
     uri = f"models:/{config.model_name}@{alias}"
     try:
-        _, inner = load_pyfunc(uri)
+        version = str(MlflowClient().get_model_version_by_alias(config.model_name, alias).version)
+        _, inner = load_pyfunc(f"models:/{config.model_name}/{version}")
     except ModelIntegrityError:
         raise  # its message says what is wrong with the artifact and what to do
     except Exception as exc:  # MlflowException and friends: say what to do
@@ -64,7 +83,51 @@ def load_champion(registry_config: Any = None, alias: str = "champion") -> Champ
             "Train and promote a model first "
             "(`anomaly-pipeline run`), or point ANOMALY_PIPELINE_HOME at the state folder that has one"
         ) from exc
-    return ChampionModel(detector=inner.detector, window=inner.window_config, uri=uri)
+    history, note = None, None
+    if not inner.has_warm_history:
+        note = (f"{uri} (version {version}) was registered without a warm-start history ({ARTIFACT_WARM_HISTORY} "
+                "in its data): register a new version (anomaly-pipeline run, or the retrain job) to start warm")
+    else:
+        try:
+            history = inner.warm_history()
+        except (SchemaError, ValueError, OSError) as exc:
+            note = f"the warm-start history of {uri} (version {version}) cannot be read: {exc}"
+    return ChampionModel(detector=inner.detector, window=inner.window_config, uri=uri, version=version,
+                         history=history, history_note=note)
+
+
+@dataclass
+class WarmStart:
+    """How the scorer started: ``warm`` (``events`` of the champion's history replayed, from
+    ``first_ts`` to ``last_ts``, in ``seconds``) or ``none`` (``reason`` says why)."""
+
+    status: str = "none"
+    reason: str = "not warm-started yet"
+    model_version: str | None = None
+    events: int = 0
+    first_ts: str | None = None
+    last_ts: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def warm(self) -> bool:
+        return self.status == "warm"
+
+    def summary(self) -> str:
+        """One line for people: what the state knows before the first event, or why nothing."""
+        if not self.warm:
+            return f"none ({self.reason})"
+        version = f"version {self.model_version}" if self.model_version else "the model"
+        return (f"warm ({self.events:,} events of {version}'s training history, {self.first_ts} .. "
+                f"{self.last_ts}, replayed in {self.seconds:.1f} s)")
+
+    def line(self) -> str:
+        return f"warm_start: {self.summary()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "model_version": self.model_version,
+                "history_events": self.events, "first_ts": self.first_ts, "last_ts": self.last_ts,
+                "seconds": round(self.seconds, 3)}
 
 
 def rss_bytes() -> int:
@@ -284,6 +347,58 @@ class StreamScorer:
         self.seen = SeenEventIds(self.stream_config.memory_days)
         # checkpoint.StreamCheckpoint: alerts it already holds were sent before a restart.
         self.checkpoint = checkpoint
+        self.warm = WarmStart()
+
+    # -- before the first micro-batch --
+    def warm_start(self, history: pd.DataFrame | None = None, *, cold_reason: str | None = None,
+                   chunk_events: int = WARM_REPLAY_CHUNK_EVENTS) -> WarmStart:
+        """Replay ``history`` (default: the model's, ``ChampionModel.history``) through the state
+        without scoring or alerting: the events of its last ``memory_days`` in time order, in pieces
+        of ``chunk_events`` so the buffer holds at most the model's horizon plus a piece. The
+        history memory, the rate state and the seen event ids then hold what a batch run over
+        that history would, and the model's copy of the events is released. ``cold_reason``:
+        start cold on purpose (said in the result). Logs and returns ``self.warm``.
+
+        Raises:
+            RuntimeError: the scorer has already taken events in.
+        """
+        with self.lock:
+            if self.metrics.events_received or self.state.n_buffered:
+                raise RuntimeError("warm_start() must come before the first event: the state is no longer empty")
+            self.warm = self._warm_start(history, cold_reason, chunk_events)
+        self.log(self.warm.line())
+        return self.warm
+
+    def _warm_start(self, history: pd.DataFrame | None, cold_reason: str | None, chunk_events: int) -> WarmStart:
+        started = time.monotonic()
+        version = self.model.version
+        if self.model.history is not None:
+            # Replayed or not, the model's copy is not needed again: it would only hold memory.
+            history = self.model.history if history is None else history
+            self.model.history = None
+            self.model.history_note = "its history was handed to an earlier scorer's warm start"
+        if cold_reason is not None:
+            return WarmStart(reason=cold_reason, model_version=version)
+        if history is None:
+            return WarmStart(reason=self.model.history_note or f"{self.model.uri} has no training history to replay",
+                             model_version=version)
+        if history.empty:
+            return WarmStart(reason=f"the warm-start history of {self.model.uri} is empty", model_version=version)
+        from anomaly_pipeline.schema import conform
+
+        events = conform(history).sort_values("ts", kind="stable")  # labels dropped at logging come back as nulls
+        newest = events["ts"].iloc[-1]
+        events = events[events["ts"] >= newest - pd.Timedelta(days=self.stream_config.memory_days)]
+        piece = max(chunk_events, 1)
+        for lo in range(0, len(events), piece):
+            chunk = events.iloc[lo : lo + piece].reset_index(drop=True)
+            step = self.state.advance(chunk)
+            # As for a micro-batch: the ids of the events the state took in count as seen.
+            refused = step.unplaced["event_id"] if step.unplaced is not None else chunk["event_id"].iloc[:0]
+            self.seen.remember(chunk[~chunk["event_id"].isin(refused)] if len(refused) else chunk)
+        return WarmStart(status="warm", reason=f"replayed the training history of {self.model.uri}",
+                         model_version=version, events=len(events), first_ts=events["ts"].iloc[0].isoformat(),
+                         last_ts=newest.isoformat(), seconds=time.monotonic() - started)
 
     # -- one micro-batch --
     def process(self, batch: Batch | Iterable[Any], source: str = "stream") -> BatchReport:

@@ -18,7 +18,9 @@ Two parts:
   keys active in ``memory_days``.
 * One ``rates.RateState`` for the whole stream: each micro-batch continues it with the new events
   only (the first event the stream ever saw sets its tick origin, as in a batch run), and their
-  rate values replace the buffer-local ones in the rebuilt windows. Only the new events' rates are
+  rate values replace the buffer-local ones in the rebuilt windows (on the first step the buffer
+  is the whole stream, so the rebuild's rate state is taken as it is: a warm start's replay of
+  the training history computes its rates once). Only the new events' rates are
   stream-exact; the older buffer rows keep the rebuild's buffer-local values and are never scored
   again.
 """
@@ -415,6 +417,7 @@ class StreamState:
         self._keep_from: int | None = None  # absolute fine bucket: earlier ones were evicted
         self.windows: GraphWindows | None = None
         self.evicted_total = 0
+        self._rates_fresh = True  # no event has reached the rate state yet
 
     # -- sizes --
     @property
@@ -463,7 +466,14 @@ class StreamState:
         order = np.argsort(seq, kind="stable")
         pos = order[np.searchsorted(seq[order], events[SEQ].to_numpy()).clip(max=len(seq) - 1)]
         found = seq[pos] == events[SEQ].to_numpy()
-        self._continue_rates(windows, pos[found])
+        if self._rates_fresh and windows.rates is not None:
+            # The first step (a warm start's replay, or the first micro-batch): the buffer is the
+            # whole stream and the memory is empty, so the rebuild's rates are already the stream's,
+            # from the same origin; its rate state is continued from here on instead of recomputed.
+            self.rate_state = windows.rates.state
+        else:
+            self._continue_rates(windows, pos[found])
+        self._rates_fresh = False
         unplaced = events[~found].drop(columns=SEQ)
         return StepResult(windows, pos[found], late, evicted, len(unplaced), unplaced)
 
