@@ -63,9 +63,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         synthetic_config(seed=args.seed, n_users=args.users, n_servers=args.servers, days=args.days,
                          drift_start_day=args.drift_start_day)
 
+    from anomaly_pipeline.runlock import HomeBusy, hold_home
+
+    home = settings.state_paths(args.home).home
+    try:
+        # Taken before the heavy imports: a second run on this folder is refused at once.
+        with hold_home(home, "anomaly-pipeline run"):
+            return _run_holding_home(args)
+    except HomeBusy as busy:
+        raise UsageError(str(busy)) from None
+
+
+def _run_holding_home(args: argparse.Namespace) -> int:
     from anomaly_pipeline.summary import format_summary
     from assets.resources import EventSourceResource
-    from assets.runner import InputIncomplete, QualityGateFailed, run_full_pipeline
+    from assets.runner import InputIncomplete, QualityGateFailed, RunInProgress, run_full_pipeline
 
     source = EventSourceResource(
         kind="file" if args.input else "synthetic",
@@ -88,6 +100,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except InputIncomplete as incomplete:
         print(f"error: run {incomplete.run_id or ''} stopped: {incomplete}", file=sys.stderr)
         return 2
+    except RunInProgress as busy:
+        raise UsageError(str(busy)) from None
     print(format_summary(summary))
     return 0
 
