@@ -177,6 +177,8 @@ def _run_locked(
         "events_read": meta["raw_events"]["rows_read"],
         "events_ingested": meta["validated_events"]["rows_valid"],
         "events_quarantined": meta["quarantined_events"]["rows_quarantined"],
+        "epochs_run": meta["hybrid_model"]["epochs_run"],
+        "resumed_from_epoch": meta["hybrid_model"]["resumed_from_epoch"],
         "registered_model": registered.name,
         "model_version": registered.version,
         "aliases": registered.aliases,
