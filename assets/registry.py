@@ -104,8 +104,11 @@ def registered_model(
         )
         # The loader is the installed package (pyfunc_loader): no code in the artifact, and the
         # data's SHA-256 digest goes to the version's tags, checked on every load.
+        # Requirements: every dependency pinned, the project as its own wheel by SHA-256 (kept in
+        # the state folder's wheels/, not in the artifact store), never resolved from an index.
         _, digest = log_hybrid_model(hybrid_model.path, graph_windows.config,
-                                     input_example=to_model_input(graph_windows.events.head(40)))
+                                     input_example=to_model_input(graph_windows.events.head(40)),
+                                     wheelhouse=state.paths.home / "wheels")
         run_id = run.info.run_id
     version = registry.register_version(client, config, run_id, "model", tags={**tags, DIGEST_TAG: digest},
                                         description=model_evaluation.gate_reason)
