@@ -16,6 +16,7 @@ from assets import evaluation, features, ingestion, monitoring, registry, scorin
 from assets.experiments import ablation_job
 from assets.resources import EventSourceResource, LocalStateIOManager, MlflowResource, StateResource
 from sensors.alerts import quality_gate_alert_sensor, run_failure_alert_sensor
+from sensors.dead_runs import dead_run_sensor
 from sensors.drift import drift_retrain_sensor
 from sensors.jobs import daily_scoring_job, full_pipeline_job, retrain_job
 from sensors.new_data import new_data_sensor
@@ -28,7 +29,9 @@ def local_resources(home: str | None = None) -> dict[str, object]:
     """Everything under ANOMALY_PIPELINE_HOME: sqlite MLflow, Parquet/pickle values, reports."""
     paths = settings.state_paths(home).ensure()
     return {
-        "io_manager": LocalStateIOManager(base_dir=str(paths.data_dir)),
+        # Values are shared between runs: a launched run's steps refuse while `anomaly-pipeline run`
+        # holds the folder (one training run at a time; the queue's tag limit covers launched runs).
+        "io_manager": LocalStateIOManager(base_dir=str(paths.data_dir), lock_home=str(paths.home)),
         "state": StateResource(home=str(paths.home)),
         "event_source": EventSourceResource(),
         "mlflow_resource": MlflowResource(
@@ -76,7 +79,8 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
         asset_checks=all_asset_checks,
         jobs=[full_pipeline_job, retrain_job, daily_scoring_job, ablation_job],
         schedules=[weekly_retrain_schedule, daily_scoring_schedule],
-        sensors=[drift_retrain_sensor, new_data_sensor, run_failure_alert_sensor, quality_gate_alert_sensor],
+        sensors=[drift_retrain_sensor, new_data_sensor, run_failure_alert_sensor, quality_gate_alert_sensor,
+                 dead_run_sensor],
         resources=resources,
     )
 

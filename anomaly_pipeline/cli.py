@@ -1,6 +1,7 @@
 """``anomaly-pipeline``: everything a user does outside the Dagster UI.
 
     anomaly-pipeline run          materialize every asset on the embedded default, print a summary
+                                  (--resume: continue a killed run's training from its checkpoint)
     anomaly-pipeline ui           Dagster UI and MLflow UI on 127.0.0.1
     anomaly-pipeline generate     write synthetic telemetry to a CSV / JSON-lines file
     anomaly-pipeline models list  registered versions with aliases, scores and decisions
@@ -63,9 +64,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         synthetic_config(seed=args.seed, n_users=args.users, n_servers=args.servers, days=args.days,
                          drift_start_day=args.drift_start_day)
 
+    from anomaly_pipeline.runlock import HomeBusy, hold_home
+
+    home = settings.state_paths(args.home).home
+    try:
+        # Taken before the heavy imports: a second run on this folder is refused at once.
+        with hold_home(home, "anomaly-pipeline run"):
+            return _run_holding_home(args)
+    except HomeBusy as busy:
+        raise UsageError(str(busy)) from None
+
+
+def _run_holding_home(args: argparse.Namespace) -> int:
     from anomaly_pipeline.summary import format_summary
     from assets.resources import EventSourceResource
-    from assets.runner import InputIncomplete, QualityGateFailed, run_full_pipeline
+    from assets.runner import InputIncomplete, QualityGateFailed, RunInProgress, run_full_pipeline
 
     source = EventSourceResource(
         kind="file" if args.input else "synthetic",
@@ -77,7 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         days=args.days,
         drift_start_day=args.drift_start_day,
     )
-    run_config = {"ops": {"hybrid_model": {"config": {"epochs_per_stage": args.epochs_per_stage}}}}
+    run_config = {"ops": {"hybrid_model": {"config": {"epochs_per_stage": args.epochs_per_stage,
+                                                      "resume": args.resume}}}}
+    paths = settings.state_paths(args.home)
+    unfinished = sorted(paths.checkpoints_dir.glob("hybrid_model/*/checkpoint.pt"))
+    if unfinished and not args.resume:
+        print(f"note: an unfinished training (a killed run) left a checkpoint under {unfinished[0].parent.parent}; "
+              "this run trains from epoch 1 (add --resume to continue it when data and config are the same)",
+              flush=True)
     print(f"materializing every asset on {source.describe()} (state: {settings.state_paths(args.home).home})",
           flush=True)
     try:
@@ -88,6 +108,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except InputIncomplete as incomplete:
         print(f"error: run {incomplete.run_id or ''} stopped: {incomplete}", file=sys.stderr)
         return 2
+    except RunInProgress as busy:
+        raise UsageError(str(busy)) from None
     print(format_summary(summary))
     return 0
 
@@ -268,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override every curriculum stage's epochs (default: the training config's)")
     run.add_argument("--drift-start-day", type=arg_int_at_least(1), default=None,
                      help="synthetic: day (1 .. days-1) from which a reorganisation drifts the data (default: no drift)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the training a killed run left unfinished, from its last epoch checkpoint, when "
+                          "it was for the same data, options and code (else train from epoch 1, and say so)")
     run.set_defaults(func=_cmd_run)
 
     ui = sub.add_parser("ui", help="Dagster UI and MLflow UI on 127.0.0.1",

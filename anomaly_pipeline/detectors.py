@@ -81,7 +81,11 @@ class HybridDetector:
         on_epoch: Callable[[EpochStats], None] | None = None,
         checkpoint_dir: str | Path | None = None,
         combination: str = "fisher",
+        checkpoint_fingerprint: str | None = None,
     ) -> None:
+        """``checkpoint_dir``: a checkpoint per epoch, resumed from when present (``train_hybrid``);
+        ``checkpoint_fingerprint`` (``training.training_fingerprint``): a checkpoint of another
+        training there is refused instead of resumed."""
         if combination not in COMBINATIONS:
             raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
         self.combination = combination
@@ -93,6 +97,7 @@ class HybridDetector:
         self.fit_fpr = fit_fpr
         self.on_epoch = on_epoch
         self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_fingerprint = checkpoint_fingerprint
         self.model: HybridGNNLSTM | None = None
         self.history: list[EpochStats] = []
         self.threshold_: float | None = None
@@ -102,7 +107,8 @@ class HybridDetector:
         # Baselines built from this class train on the windows' own split too (idx ignored);
         # training uses the windows' own time split (train, early stopping on validation).
         self.model, self.history = train_hybrid(
-            windows, self.model_config, self.train_config, self.on_epoch, checkpoint_dir=self.checkpoint_dir
+            windows, self.model_config, self.train_config, self.on_epoch, checkpoint_dir=self.checkpoint_dir,
+            fingerprint=self.checkpoint_fingerprint,
         )
         self.model_config = self.model.config
         return self._fit_thresholds(windows, idx)

@@ -191,7 +191,7 @@ def log_hybrid_model(
     *,
     name: str = "model",
     input_example: pd.DataFrame | None = None,
-    pip_requirements: list[str] | None = None,
+    wheelhouse: str | Path | None = None,
     warm_history: pd.DataFrame | None = None,
 ) -> tuple[Any, str]:
     """Log the detector saved in ``detector_dir`` to the active MLflow run; no code in the artifact.
@@ -200,11 +200,20 @@ def log_hybrid_model(
     (``warm_history_frame`` of the training events), stored as Parquet among the hashed data
     files; None logs a model that starts cold (the service says so).
 
+    The model's requirements (``project_wheel.model_requirements``) pin every dependency ``==`` the
+    installed version and name the project only as a direct reference to its own wheel with the
+    wheel's SHA-256, so no index can supply a package of the same name. The wheel is built from the
+    running code into ``wheelhouse`` (the state folder's ``wheels/``), never into the artifact;
+    with None it is built for its hash only. The MLmodel metadata records it (``project_wheel``).
+
     Returns MLflow's ``ModelInfo`` and the data digest to tag the model version with
     (``pyfunc_loader.DIGEST_TAG``; ``registry.register_version(..., tags=...)``).
     """
     from anomaly_pipeline import pyfunc_loader
+    from anomaly_pipeline.project_wheel import model_requirements
     from anomaly_pipeline.schema import EVENT_COLUMNS
+
+    requirements, wheel = model_requirements(wheelhouse)
 
     with tempfile.TemporaryDirectory(prefix="anomaly-pipeline-model-") as tmp:
         data = Path(tmp) / "hybrid"  # MLflow stores it as data/hybrid in the model folder
@@ -221,8 +230,9 @@ def log_hybrid_model(
             data_path=str(data),
             signature=model_signature(),
             input_example=input_example,
-            pip_requirements=pip_requirements or ["anomaly-pipeline"],
-            metadata={pyfunc_loader.METADATA_KEY: {"data_sha256": hashes, "data_digest": digest}},
+            pip_requirements=requirements,
+            metadata={pyfunc_loader.METADATA_KEY: {"data_sha256": hashes, "data_digest": digest},
+                      "project_wheel": wheel},
         )
     return info, digest
 

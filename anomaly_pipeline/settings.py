@@ -95,6 +95,11 @@ PRODUCTION_ENV = {
     "ANOMALY_PIPELINE_EVENTS_FORMAT": "format of that file (auto, canonical, lanl, zeek, darpa, ocsf, windows)",
 }
 
+# Runs of the training graph carry this tag: the instance's queue runs them one at a time
+# (infra/dagster.yaml, infra/production/dagster.yaml), because they share the asset values
+# (Parquet / pickles) under the storage folder.
+TRAINING_RUN_TAGS: dict[str, str] = {"anomaly-pipeline/state": "training"}
+
 # Run tags that send a job to the GPU node pool under the Kubernetes run launcher (dagster-k8s):
 # the run pod requests one GPU, the CPU and memory training needs, and tolerates the pool's taint.
 # dagster-k8s merges a run's container_config shallowly onto the launcher's, so these resources

@@ -45,6 +45,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{m.get('tpr', float('nan')):>8.3f} {m.get('precision', float('nan')):>10.3f}"
         )
     lines += [
+        f"training              : {s.get('epochs_run', 'n/a')} epochs"
+        + (f" (resumed from epoch {s['resumed_from_epoch']})" if s.get("resumed_from_epoch") else ""),
         f"quality gate          : {'passed' if s.get('gate_passed') else 'failed'} ({s.get('gate_reason', '')})",
         "",
         f"MLflow model          : {s['registered_model']} version {s['model_version']} "

@@ -14,6 +14,8 @@ anomaly score is the sum of their surprisals (in nats):
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -544,6 +546,46 @@ def _auc(scores: np.ndarray, target: np.ndarray) -> float:
 
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# The code whose change makes an unfinished training's checkpoint meaningless.
+_TRAINING_CODE = ("training.py", "graph.py", "models/hybrid.py", "rates.py")
+
+
+def training_fingerprint(windows: GraphWindows, model_config: HybridConfig, train_config: TrainConfig,
+                         **extra: object) -> str:
+    """SHA-256 (hex) of what a training's outcome depends on: the windows' data and split, the model
+    and training configs (``extra``: further settings, e.g. the alert FPR), and the training code.
+
+    A checkpoint is resumed only under the same fingerprint: a checkpoint written for other data, other
+    settings or other code would silently mix two trainings.
+    """
+    import anomaly_pipeline
+
+    digest = hashlib.sha256()
+    configs = {"model": model_config.to_dict(), "train": asdict(train_config), "window": asdict(windows.config),
+               "extra": extra, "n_buckets": windows.n_buckets, "version": anomaly_pipeline.__version__,
+               "meta": {k: v for k, v in windows.meta.items() if k.endswith("_bucket")}}
+    digest.update(json.dumps(configs, sort_keys=True, default=str).encode())
+    for name in ("event_src", "event_dst", "event_ctx", "event_rel", "event_bucket", "event_x", "split",
+                 "snap_ptr", "snap_src", "snap_dst", "snap_rel", "act_ptr", "act_node", "act_x"):
+        array = np.ascontiguousarray(getattr(windows, name))
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.data)
+    package = Path(anomaly_pipeline.__file__).parent
+    for relative in _TRAINING_CODE:
+        digest.update((package / relative).read_bytes())
+    return digest.hexdigest()
+
+
+def checkpoint_epochs(checkpoint_dir: str | Path, fingerprint: str | None = None) -> int | None:
+    """Epochs an unfinished training in ``checkpoint_dir`` has done; None when there is no
+    checkpoint there, or (with ``fingerprint``) when it belongs to another training."""
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if fingerprint is not None and saved.get("fingerprint") != fingerprint:
+        return None
+    return len(saved["history"])
 
 
 def _set_trainable(model: HybridGNNLSTM, joint: bool, stage_index: int) -> None:
@@ -569,13 +611,16 @@ def train_hybrid(
     checkpoint_dir: str | Path | None = None,
     init_state: dict[str, Tensor] | None = None,
     distributed: DistributedContext | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[HybridGNNLSTM, list[EpochStats]]:
     """Train through the curriculum's stages on the training split; each stage early-stops on the
     validation split's loss and hands its best weights to the next.
 
     With ``checkpoint_dir``, a checkpoint is written after every epoch and, if one is already
     there, training resumes from it (same stage, next epoch, same random state), so a killed
-    training continues where it stopped. ``init_state`` starts from trained weights (fine-tuning);
+    training continues where it stopped. With ``fingerprint`` (``training_fingerprint``) the
+    checkpoint records it, and one written under another fingerprint is refused (ValueError), never
+    resumed. ``init_state`` starts from trained weights (fine-tuning);
     feature standardisation is always re-estimated on this data's training split.
     ``distributed`` (``anomaly_pipeline.distributed``, under ``torchrun``): this rank trains on its
     shard of the training chunks, gradients and validation results are averaged over the ranks.
@@ -623,6 +668,11 @@ def train_hybrid(
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        if fingerprint is not None and saved.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"the checkpoint {checkpoint} belongs to another training (other data, settings or code); "
+                "delete it, or give this training its own checkpoint folder"
+            )
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         best_state = saved["best_model"]
@@ -639,7 +689,7 @@ def train_hybrid(
         torch.save(
             {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "best_model": best_state,
              "state": state, "history": [h.to_dict() for h in history], "rng": rng.bit_generator.state,
-             "torch_rng": torch.get_rng_state()},
+             "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint},
             tmp,
         )
         tmp.replace(checkpoint)  # atomic: a kill mid-write leaves the previous checkpoint intact
@@ -791,4 +841,6 @@ __all__ = [
     "score_components",
     "score_events",
     "train_hybrid",
+    "training_fingerprint",
+    "checkpoint_epochs",
 ]

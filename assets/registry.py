@@ -109,9 +109,11 @@ def registered_model(
         # The newest events it saw, replayed by `serve` and `stream` before their first event.
         warm_history = warm_history_frame(graph_windows.events)
         mlflow.log_metric("warm_history_events", len(warm_history))
+        # Requirements: every dependency pinned, the project as its own wheel by SHA-256 (kept in
+        # the state folder's wheels/, not in the artifact store), never resolved from an index.
         _, digest = log_hybrid_model(hybrid_model.path, graph_windows.config,
                                      input_example=to_model_input(graph_windows.events.head(40)),
-                                     warm_history=warm_history)
+                                     wheelhouse=state.paths.home / "wheels", warm_history=warm_history)
         run_id = run.info.run_id
     version = registry.register_version(client, config, run_id, "model", tags={**tags, DIGEST_TAG: digest},
                                         description=model_evaluation.gate_reason)

@@ -151,6 +151,19 @@ class LocalStateIOManager(dg.ConfigurableIOManager):
     """
 
     base_dir: str = Field(description="folder asset values are stored in")
+    lock_home: str | None = Field(
+        default=None, description="state folder whose run lock `anomaly-pipeline run` holds; while another process "
+        "holds it, reading or writing a value fails instead of mixing two runs' data (unset = no check)")
+
+    def _check_no_other_run(self) -> None:
+        if self.lock_home is None:
+            return
+        from anomaly_pipeline.runlock import HomeBusy, check_home_free
+
+        try:
+            check_home_free(self.lock_home)
+        except HomeBusy as busy:
+            raise dg.Failure(str(busy)) from None
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
         key = context.asset_key.path if context.has_asset_key else [context.name]
@@ -161,6 +174,7 @@ class LocalStateIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        self._check_no_other_run()
         if isinstance(obj, pd.DataFrame):
             path = self._path(context, ".parquet")
             obj.to_parquet(path, index=False)
@@ -173,6 +187,7 @@ class LocalStateIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> Any:
+        self._check_no_other_run()
         parquet = self._path(context, ".parquet")
         if parquet.exists():
             return pd.read_parquet(parquet)

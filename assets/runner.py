@@ -12,23 +12,57 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from dagster._core.errors import DagsterAssetCheckFailedError
 
 from anomaly_pipeline import settings
 from anomaly_pipeline.redact import redact_url
+from anomaly_pipeline.runlock import hold_home
 from anomaly_pipeline.summary import write_summary
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "dagster.yaml"
 
 
+# What earlier versions wrote as the instance's dagster.yaml: such a file is replaced by the
+# current template (queue limit for training runs, run monitoring); an edited one is kept.
+_EARLIER_TEMPLATES = (
+    {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
+                         "config": {"max_concurrent_runs": 2}}, "telemetry": {"enabled": False}},
+)
+
+
 def dagster_instance(paths: settings.StatePaths) -> dg.DagsterInstance:
-    """The project's sqlite-backed Dagster instance (DAGSTER_HOME inside the state folder)."""
+    """The project's sqlite-backed Dagster instance (DAGSTER_HOME inside the state folder).
+
+    Writes the instance's dagster.yaml from ``infra/dagster.yaml`` on first use, and over a file an
+    earlier version wrote unchanged; a file someone edited gets only a missing ``run_monitoring``.
+    """
     paths.ensure()
     instance_yaml = paths.dagster_home / "dagster.yaml"
     if not instance_yaml.exists():
         shutil.copyfile(INSTANCE_TEMPLATE, instance_yaml)
+    else:
+        current = yaml.safe_load(instance_yaml.read_text()) or {}
+        if current in _EARLIER_TEMPLATES:
+            shutil.copyfile(INSTANCE_TEMPLATE, instance_yaml)
+        elif "run_monitoring" not in current:
+            current["run_monitoring"] = yaml.safe_load(INSTANCE_TEMPLATE.read_text())["run_monitoring"]
+            instance_yaml.write_text(yaml.safe_dump(current, sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     return dg.DagsterInstance.get()
+
+
+class RunInProgress(RuntimeError):
+    """A Dagster run that uses the training graph's values is in progress on this state folder."""
+
+    def __init__(self, run: dg.DagsterRun, pid: int | None) -> None:
+        self.run_id = run.run_id
+        where = f", pid {pid}" if pid is not None else ""
+        super().__init__(
+            f"Dagster run {run.run_id} ({run.job_name}{where}) is {run.status.value} on this state folder and "
+            "uses the same asset values; wait for it to finish, or terminate it in the Dagster UI (Runs), "
+            "then run again"
+        )
 
 
 class QualityGateFailed(RuntimeError):
@@ -87,12 +121,27 @@ def run_full_pipeline(
 ) -> dict[str, Any]:
     """Materialize every asset, then return (and write) the run summary.
 
+    One run at a time per state folder: the run holds the folder's lock (``runlock``), first
+    reports runs whose process died as failed (``run_guard.sweep_dead_runs``), and refuses while a
+    Dagster run launched from the UI, a schedule or a sensor is using the training graph.
+
     Raises ``QualityGateFailed`` when the blocking quality gate stops the run before registration,
-    ``InputIncomplete`` when the input file ends early (a truncated compressed stream).
+    ``InputIncomplete`` when the input file ends early (a truncated compressed stream),
+    ``runlock.HomeBusy`` when another process holds the folder, ``RunInProgress`` when a launched
+    run is using it.
     """
+    paths = settings.state_paths(home).ensure()
+    with hold_home(paths.home, "anomaly-pipeline run"):
+        return _run_locked(paths, run_config, resources)
+
+
+def _run_locked(
+    paths: settings.StatePaths, run_config: dict[str, Any] | None, resources: dict[str, object] | None
+) -> dict[str, Any]:
     from definitions import build_definitions, local_resources
 
-    paths = settings.state_paths(home).ensure()
+    from .run_guard import live_training_runs, process_tags, run_process, sweep_dead_runs
+
     os.environ[settings.HOME_ENV] = str(paths.home)
     res = local_resources(str(paths.home))
     res.update(resources or {})
@@ -101,8 +150,14 @@ def run_full_pipeline(
     started = time.perf_counter()
     config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     instance = dagster_instance(paths)
+    for dead in sweep_dead_runs(instance):
+        print(f"marked run {dead.run_id} ({dead.job_name}) failed: its process (pid {dead.pid}) is gone", flush=True)
+    for run in live_training_runs(instance):
+        process = run_process(instance, run)
+        raise RunInProgress(run, process[0] if process else None)
     try:
-        result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=True)
+        result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=True,
+                                        tags=process_tags())
     except DagsterAssetCheckFailedError as error:
         if "input_is_complete" in str(error):
             raise _input_failure(instance) from error
@@ -122,6 +177,8 @@ def run_full_pipeline(
         "events_read": meta["raw_events"]["rows_read"],
         "events_ingested": meta["validated_events"]["rows_valid"],
         "events_quarantined": meta["quarantined_events"]["rows_quarantined"],
+        "epochs_run": meta["hybrid_model"]["epochs_run"],
+        "resumed_from_epoch": meta["hybrid_model"]["resumed_from_epoch"],
         "registered_model": registered.name,
         "model_version": registered.version,
         "aliases": registered.aliases,

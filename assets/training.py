@@ -1,6 +1,7 @@
 """hybrid_model and baseline_models: detectors fit on the training split of graph_windows."""
 
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,15 @@ from anomaly_pipeline.detectors import (
 from anomaly_pipeline.graph import GraphWindows
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.plots import plot_training_history
-from anomaly_pipeline.training import DEFAULT_CURRICULUM, CurriculumStage, EpochStats, TrainConfig
+from anomaly_pipeline.training import (
+    CHECKPOINT_FILE,
+    DEFAULT_CURRICULUM,
+    CurriculumStage,
+    EpochStats,
+    TrainConfig,
+    checkpoint_epochs,
+    training_fingerprint,
+)
 
 from .common import OWNERS, md_image, md_table
 from .resources import StateResource
@@ -68,6 +77,10 @@ class HybridTrainingConfig(dg.Config):
     seed: int = Field(default=0, description="random seed (weights, sampling)")
     device: str = Field(default="auto", description="auto (CUDA when available), cpu or cuda")
     alert_fpr: float = Field(default=0.01, description="false-positive rate on validation scores that sets the alert threshold")
+    min_steps_per_epoch: int = Field(default=40, description="fewest gradient steps an epoch takes (a small data set repeats its chunks)")
+    resume: bool = Field(default=False, description="continue an unfinished training (a killed run) from its last "
+                         "epoch checkpoint, when one exists for exactly this data, config and code; re-executing a "
+                         "failed run resumes anyway. Off: such a checkpoint is discarded and training starts over")
 
 
 @dataclass
@@ -110,7 +123,7 @@ def hybrid_model(
         stages=stages, learning_rate=config.learning_rate, chunk_buckets=config.chunk_buckets,
         max_events_per_chunk=config.max_events_per_chunk, patience=config.patience, seed=config.seed,
         supervised_weight=config.supervised_weight, joint=config.joint,
-        device=config.device,
+        device=config.device, min_steps_per_epoch=config.min_steps_per_epoch,
     )
 
     def progress(stats: EpochStats) -> None:
@@ -120,10 +133,14 @@ def hybrid_model(
         )
 
     started = time.perf_counter()
-    # Checkpoints per Dagster run: re-executing the run from failure resumes the training.
+    fingerprint = training_fingerprint(graph_windows, model_config, train_config, alert_fpr=config.alert_fpr)
+    resume = config.resume or context.run.parent_run_id is not None  # a re-execution continues
+    checkpoint_dir, resumed_from, note = _checkpoint_for(state, fingerprint, resume)
+    context.log.info(note)
     detector = HybridDetector(model_config, train_config, fit_fpr=config.alert_fpr, on_epoch=progress,
-                              checkpoint_dir=state.run_dir("checkpoints", context.run_id))
+                              checkpoint_dir=checkpoint_dir, checkpoint_fingerprint=fingerprint)
     detector.fit(graph_windows)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing is left to resume
     seconds = time.perf_counter() - started
     path = detector.save(state.run_dir("models", context.run_id) / "hybrid")
     curve = plot_training_history(detector.history, state.run_dir("reports", context.run_id) / "training.png")
@@ -138,6 +155,9 @@ def hybrid_model(
                       train_seconds=seconds, params=params, curve_path=curve),
         metadata={
             "epochs_run": len(history),
+            "resumed_from_epoch": resumed_from,
+            "checkpoint": note,
+            "training_fingerprint": fingerprint[:16],
             "best_epoch": int(best["epoch"]),
             "best_validation_loss": float(best["validation_loss"]),
             "best_validation_link_auc": float(best["validation_link_auc"]),
@@ -149,6 +169,35 @@ def hybrid_model(
             "weights": dg.MetadataValue.path(str(path)),
         },
     )
+
+
+CHECKPOINTS = "hybrid_model"  # under the state folder's checkpoints/: one folder per training fingerprint
+
+
+def _checkpoint_for(state: StateResource, fingerprint: str, resume: bool) -> tuple[Path, int, str]:
+    """The checkpoint folder of the training with ``fingerprint``, the epoch it resumes after (0 =
+    from the start) and a sentence for the log and metadata.
+
+    Checkpoints live under the state folder, not under the run, so a later run (``--resume``) or a
+    re-execution finds the one a killed run left. Without ``resume`` a matching checkpoint is
+    discarded; with it, a checkpoint of other data, settings or code is never used (the folder is
+    named by the fingerprint and the file records it)."""
+    root = state.paths.checkpoints_dir / CHECKPOINTS
+    folder = root / fingerprint[:16]
+    done = checkpoint_epochs(folder, fingerprint)
+    if done and resume:
+        return folder, done, f"resumed from epoch {done} (checkpoint {folder / CHECKPOINT_FILE})"
+    if folder.exists():
+        shutil.rmtree(folder)
+    if done:
+        return folder, 0, (f"an unfinished training of this data and config had reached epoch {done}; discarded "
+                           "because resume is off (anomaly-pipeline run --resume, or resume: true, continues it); "
+                           "training from epoch 1")
+    others = sorted(p.parent.name for p in root.glob(f"*/{CHECKPOINT_FILE}")) if root.exists() else []
+    if resume and others:
+        return folder, 0, (f"no checkpoint matches this data, config and code (unfinished trainings of others: "
+                           f"{', '.join(others)} under {root}); training from epoch 1")
+    return folder, 0, "no unfinished training to resume; training from epoch 1" if resume else "training from epoch 1"
 
 
 class BaselinesConfig(dg.Config):

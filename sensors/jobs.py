@@ -17,6 +17,7 @@ full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
     selection=TRAINING,
     description="The training graph: ingestion, validation, graph windows, training, evaluation, registration, drift.",
+    tags=settings.TRAINING_RUN_TAGS,  # one training run at a time (the instance's tag limit)
 )
 
 retrain_job = dg.define_asset_job(
@@ -27,7 +28,7 @@ retrain_job = dg.define_asset_job(
     "only if the gate passes and it beats the champion), re-check drift.",
     # On Kubernetes (infra/helm) these tags put the run on the GPU node pool: one nvidia.com/gpu, the
     # pool's node selector and toleration (settings.GPU_RUN_TAGS); locally they are inert.
-    tags={"compute": "gpu-preferred", "dagster/priority": "5", **settings.GPU_RUN_TAGS},
+    tags={"compute": "gpu-preferred", "dagster/priority": "5", **settings.TRAINING_RUN_TAGS, **settings.GPU_RUN_TAGS},
 )
 
 daily_scoring_job = dg.define_asset_job(

@@ -10,6 +10,11 @@ marker file when executed.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -22,6 +27,7 @@ from anomaly_pipeline.detectors import WEIGHTS_FILE, HybridDetector
 from anomaly_pipeline.graph import WindowConfig
 from anomaly_pipeline.mlflow_model import load_pyfunc, log_hybrid_model
 from anomaly_pipeline.models.hybrid import HybridConfig, HybridGNNLSTM
+from anomaly_pipeline.project_wheel import WHEELHOUSE_ENV
 from anomaly_pipeline.pyfunc_loader import DIGEST_TAG, LOADER_MODULE, ModelIntegrityError
 
 WINDOW = WindowConfig(stride_hours=1.0, window_hours=2.0, history=3, coarse_stride_hours=None)
@@ -179,3 +185,50 @@ def test_registering_the_same_run_again_keeps_the_digest(registered) -> None:
     assert client.get_model_version(config.model_name, again.version).tags[DIGEST_TAG] == first.tags[DIGEST_TAG]
     _, scorer = load_pyfunc(f"models:/{config.model_name}/{again.version}")
     assert scorer.detector.threshold_ == 0.5
+
+
+def _pip(requirements: Path, wheelhouse: Path | None, target: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != WHEELHOUSE_ENV}
+    if wheelhouse is not None:
+        env[WHEELHOUSE_ENV] = str(wheelhouse)
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
+                           "--target", str(target), "-r", str(requirements)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_logged_requirements_are_pinned_and_name_the_project_only_by_its_wheels_hash(tmp_path: Path) -> None:
+    """Issue 13: the requirements named `anomaly-pipeline` unpinned, and that name is not on PyPI."""
+    wheelhouse = tmp_path / "wheels"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        info, _ = log_hybrid_model(_detector(tmp_path), WINDOW, wheelhouse=wheelhouse)
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
+    lines = [x for x in (model_dir / "requirements.txt").read_text().splitlines() if x.strip()]
+    project, pins = lines[0], lines[1:]
+    for pin in pins:  # every other requirement: exactly the installed version
+        name, _, version = pin.partition("==")
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z,]+\])?", name) and version, pin
+        assert importlib.metadata.version(name.split("[")[0]) == version, pin
+    assert {"torch", "torch-geometric", "numpy", "pandas", "mlflow", "scikit-learn"} <= {
+        p.split("==")[0] for p in pins}
+    # The project: a direct reference to a wheel by SHA-256, never a name an index could answer.
+    assert not any(x.split(";")[0].strip() in ("anomaly-pipeline", "anomaly_pipeline") or
+                   re.match(r"anomaly[-_]pipeline\s*(==|>=|~=|<)", x) for x in lines)
+    match = re.fullmatch(r"anomaly-pipeline @ file://\$\{ANOMALY_PIPELINE_WHEELHOUSE\}/(\w{16})/"
+                         r"(anomaly_pipeline-[\w.]+-py3-none-any\.whl)#sha256=(\w{64})", project)
+    assert match, project
+    wheel = wheelhouse / match[1] / match[2]
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == match[3]
+    assert "/wheels/" not in str(model_dir) and not list(model_dir.rglob("*.whl"))  # not in the artifact store
+    metadata = yaml.safe_load((model_dir / "MLmodel").read_text())["metadata"]["project_wheel"]
+    assert metadata["sha256"] == match[3] and metadata["requirement"] == project
+
+    only_project = tmp_path / "project.txt"
+    only_project.write_text(project + "\n")
+    installed = _pip(only_project, wheelhouse, tmp_path / "env")
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / "env" / "anomaly_pipeline" / "pyfunc_loader.py").exists()
+    assert _pip(only_project, None, tmp_path / "env2").returncode != 0  # no wheelhouse: no guessing
+    wheel.write_bytes(wheel.read_bytes() + b"\0")  # a swapped wheel
+    refused = _pip(only_project, wheelhouse, tmp_path / "env3")
+    assert refused.returncode != 0 and "do not match" in refused.stderr.lower().replace("\n", " ")

@@ -121,7 +121,7 @@ def _checkpoint(args: argparse.Namespace) -> Any:
         return None
     checkpoint = StreamCheckpoint.for_input(home, "file", str(Path(args.input).resolve()))
     if args.from_start:
-        checkpoint.offset = 0  # re-read everything; alerts already sent stay unsent
+        checkpoint.rewind()  # re-read everything; alerts already sent stay unsent
     return checkpoint
 
 
@@ -144,8 +144,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             source = FileSource(args.input, args.format, follow=args.follow, chunk_rows=args.max_batch,
                                 checkpoint=checkpoint, max_wait_s=args.max_wait_s)
             name = "file"
-            if checkpoint is not None and source.resumable and checkpoint.offset:
-                _log(f"resuming {args.input} at byte {checkpoint.offset:,} ({checkpoint.path}; --from-start to re-read)")
+            position = source.position()
+            if position is not None:
+                _log(f"resuming {args.input} at {position} ({checkpoint.path}; --from-start to re-read)")
         try:
             scorer.run(source, source_name=name)
         finally:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline import schema
+from anomaly_pipeline.streaming.checkpoint import file_head
 from anomaly_pipeline.validation import LABEL_VALUES, NUMERIC_MAX, PORT_RANGE, ValidationPolicy
 
 MAX_RECORD_BYTES = 64 * 1024
@@ -312,9 +313,11 @@ class FileSource:
     def __init__(self, path: str | Path, fmt: str = "auto", *, follow: bool = False, chunk_rows: int = 2000,
                  poll_s: float = 0.2, stop_after_idle_s: float | None = None, checkpoint: Any = None,
                  max_wait_s: float = 0.2) -> None:
-        """``checkpoint`` (``checkpoint.StreamCheckpoint``): JSON lines are read from its offset, and
-        the offset after each micro-batch is saved once the scorer asks for the next one (the
-        batch is scored and its alerts written); other formats are re-read from the start."""
+        """``checkpoint`` (``checkpoint.StreamCheckpoint``): the position after each micro-batch is
+        saved once the scorer asks for the next one (the batch is scored and its alerts written),
+        and a restart starts after it: JSON lines at its byte offset, every other format after its
+        count of records (the records before are parsed again, not scored). A file that no longer
+        starts as it did is read from its start."""
         from anomaly_pipeline.sources.formats import detect_format
 
         self.path = Path(path)
@@ -325,15 +328,31 @@ class FileSource:
         self.checkpoint, self.max_wait_s = checkpoint, max_wait_s
 
     @property
-    def resumable(self) -> bool:
-        """Whether the position is kept (JSON lines: a byte offset is a record boundary)."""
+    def by_offset(self) -> bool:
+        """Whether the position is a byte offset (JSON lines: a line boundary is a record
+        boundary); else it is a count of records."""
         return self.fmt == "canonical" and self.path.suffix in (".jsonl", ".json", ".ndjson")
+
+    def position(self) -> str | None:
+        """Where a restart resumes, in words; None at the start."""
+        cp = self.checkpoint
+        if cp is None or not (cp.offset or cp.rows):
+            return None
+        if self.by_offset:
+            return f"byte {cp.offset:,}"
+        return f"record {cp.rows:,} (the records before it are parsed again, not scored)"
 
     def __iter__(self) -> Iterator[Batch]:
         from anomaly_pipeline.sources.formats import iter_events
 
-        if self.resumable:
-            start = self.checkpoint.offset if self.checkpoint is not None else 0
+        checkpoint = self.checkpoint
+        head = None
+        if checkpoint is not None:
+            if not checkpoint.same_file(self.path):
+                checkpoint.rewind()  # another file under the same name: its position means nothing
+            head = file_head(self.path)
+        if self.by_offset:
+            start = checkpoint.offset if checkpoint is not None else 0
             if start > self.path.stat().st_size:
                 start = 0  # the file was replaced by a shorter one: its position means nothing
             with self.path.open("rb") as handle:
@@ -343,16 +362,21 @@ class FileSource:
                 wait_s = self.max_wait_s if self.follow else float("inf")
                 for batch in _batched_lines(lines, self.chunk_rows, wait_s):
                     yield batch
-                    if self.checkpoint is not None:  # the scorer is done with the batch
-                        self.checkpoint.save(batch.position)
+                    if checkpoint is not None:  # the scorer is done with the batch
+                        checkpoint.save(batch.position, head=head)
             return
         size = self.path.stat().st_size
+        counter = _RecordCounter(checkpoint, head)
         for chunk in iter_events(self.path, self.fmt, chunk_rows=self.chunk_rows):
             arrived = time.monotonic()
+            chunk = counter.unseen(chunk)
+            if chunk.empty:
+                continue
             events, quarantine = split_raw_chunk(chunk)
             yield Batch(events=events, quarantine=quarantine, arrived=arrived)
+            counter.done(len(chunk))  # the scorer asked for the next batch: this one is scored
         if self.follow:
-            yield from self._follow_tail(size)
+            yield from self._follow_tail(size, counter)
 
     def _header(self) -> bytes:
         """Lines a reader needs before data lines: Zeek '#' lines, or a CSV header line."""
@@ -367,7 +391,7 @@ class FileSource:
                 return header
             return first if self.path.suffix in (".csv", ".tsv") else b""
 
-    def _follow_tail(self, offset: int) -> Iterator[Batch]:
+    def _follow_tail(self, offset: int, counter: _RecordCounter) -> Iterator[Batch]:
         from anomaly_pipeline.sources.formats import iter_events
 
         header = self._header()
@@ -385,13 +409,39 @@ class FileSource:
                     with os.fdopen(fd, "wb") as out:
                         out.write(header + block[:cut])
                     for chunk in iter_events(scratch, self.fmt, chunk_rows=self.chunk_rows):
+                        chunk = counter.unseen(chunk)
+                        if chunk.empty:
+                            continue
                         events, quarantine = split_raw_chunk(chunk)
                         yield Batch(events=events, quarantine=quarantine, arrived=time.monotonic())
+                        counter.done(len(chunk))
                 finally:
                     os.unlink(scratch)
             elif self.stop_after_idle_s is not None and time.monotonic() - idle_since > self.stop_after_idle_s:
                 return
             time.sleep(self.poll_s)
+
+
+class _RecordCounter:
+    """Records of a file already scored before a restart are skipped; records scored now are
+    counted into the checkpoint (``StreamCheckpoint.rows``)."""
+
+    def __init__(self, checkpoint: Any, head: list | None) -> None:
+        self.checkpoint, self.head = checkpoint, head
+        self.skip = checkpoint.rows if checkpoint is not None else 0
+        self.count = self.skip
+
+    def unseen(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        if not self.skip:
+            return chunk
+        cut = min(self.skip, len(chunk))
+        self.skip -= cut
+        return chunk.iloc[cut:].reset_index(drop=True)
+
+    def done(self, n: int) -> None:
+        self.count += n
+        if self.checkpoint is not None:
+            self.checkpoint.save(rows=self.count, head=self.head)
 
 
 class KafkaSource:
