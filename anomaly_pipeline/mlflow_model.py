@@ -95,8 +95,8 @@ class HybridScorer:
     def __init__(self, detector: Any, window_config: Any, warm_history_bytes: bytes | None = None) -> None:
         self.detector = detector  # anomaly_pipeline.detectors.HybridDetector
         self.window_config = window_config  # anomaly_pipeline.graph.WindowConfig
-        # The Parquet file as read right after the integrity check; parsed on demand (daily
-        # scoring loads the model too and never needs it).
+        # The Parquet file as read right after the integrity check; parsed on demand (by the
+        # service's warm start and by daily scoring's history; a batch `predict` never needs it).
         self._warm_history_bytes = warm_history_bytes
 
     @classmethod

@@ -10,6 +10,13 @@ synthetic default's ten days, or from ``ANOMALY_PIPELINE_PARTITION_START`` (and 
 ``ANOMALY_PIPELINE_PARTITION_END`` when set) for a real source. A day without events is its own
 outcome (daily_events says so; scoring and drift are skipped), not a quarantine-rate failure.
 
+The day is scored against the history ``serve`` and ``stream`` have when it starts
+(``scoring_history``): the champion's warm history (its newest training events, logged with the
+weights) plus the daily_events after its end, within ``history_days`` before the day, deduplicated
+by event_id, so one champion raises the same alerts on a day in daily scoring and in the warm
+service. ``lookback_days`` overrides it with the previous days of daily_events only, which is also
+the fallback for a champion without a warm history; the ``history`` metadata says which was used.
+
 Each partition's tables are Parquet files under ``$ANOMALY_PIPELINE_HOME/data/daily/<asset>/<day>.parquet``
 (one file per day, so backfills of many days never overwrite each other); the assets return
 their figures as metadata and the path of their file.
@@ -19,6 +26,7 @@ their figures as metadata and the path of their file.
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -28,8 +36,10 @@ import pandas as pd
 from pydantic import Field
 
 from anomaly_pipeline import registry
+from anomaly_pipeline.defaults import DEFAULT_MEMORY_DAYS, WARM_HISTORY_MAX_EVENTS
 from anomaly_pipeline.drift import compute_drift, drift_frame, score_drift
-from anomaly_pipeline.mlflow_model import load_pyfunc
+from anomaly_pipeline.mlflow_model import HybridScorer, load_pyfunc
+from anomaly_pipeline.schema import SchemaError
 from anomaly_pipeline.sources.synthetic import SyntheticConfig
 from anomaly_pipeline.validation import ValidationPolicy, validate_events
 
@@ -160,11 +170,132 @@ def daily_events(
     )
 
 
-class ScoringConfig(dg.Config):
-    """Which model scores the day and how much history its graph windows get."""
+# History without warm start: the previous day, as daily scoring did before models carried one.
+FALLBACK_LOOKBACK_DAYS = 1
+# The warm history's own cap (defaults.WARM_HISTORY_MAX_EVENTS) and as many again for the daily
+# events after it: what daily scoring holds besides the day itself.
+MAX_HISTORY_EVENTS = 2 * WARM_HISTORY_MAX_EVENTS
 
-    lookback_days: int = Field(default=1, ge=0, description="previous days of daily_events used as history")
+
+class ScoringConfig(dg.Config):
+    """Which model scores the day and which history its graph windows get."""
+
+    lookback_days: int | None = Field(
+        default=None, ge=0,
+        description="set: the history is only the previous N days of daily_events (an override); unset: the "
+        "champion's warm history plus the daily events after it, what serve/stream start from (the previous "
+        f"{FALLBACK_LOOKBACK_DAYS} day when the champion has no warm history)")
+    history_days: float = Field(
+        default=DEFAULT_MEMORY_DAYS, gt=0,
+        description="the model's memory horizon: history older than this many days before the scored day is left "
+        "out (as serve/stream --memory-days forget it)")
+    max_history_events: int = Field(
+        default=MAX_HISTORY_EVENTS, ge=1,
+        description="most history events kept in memory (the newest); beyond it the oldest are left out and the "
+        "metadata says so")
     model_alias: str = Field(default=registry.CHAMPION, description="registry alias to score with")
+
+
+@dataclass
+class ScoringHistory:
+    """The events before the scored day that its graph windows see, and where they came from."""
+
+    events: pd.DataFrame
+    source: str  # "champion_warm_history" or "lookback"
+    description: str  # one line for the metadata: which history, how many events, from when to when
+    warm_events: int = 0
+    daily_events: int = 0
+    missing_days: list[str] = field(default_factory=list)
+
+
+def _span(frame: pd.DataFrame) -> str:
+    return f"from {frame['ts'].min().isoformat()} to {frame['ts'].max().isoformat()}" if len(frame) else ""
+
+
+def _read_daily(state: StateResource, days: list[str], lower: pd.Timestamp, upper: pd.Timestamp,
+                optional: frozenset[str] = frozenset()) -> tuple[list[pd.DataFrame], list[str]]:
+    """The daily_events of ``days`` with ``ts`` in [lower, upper), one file at a time; (frames,
+    days without a file, ``optional`` ones left out of that list)."""
+    frames, missing = [], []
+    for past in days:
+        path = daily_file(state, "daily_events", past)
+        if not path.exists():
+            if past not in optional:
+                missing.append(past)
+            continue
+        frame = pd.read_parquet(path)
+        ts = pd.to_datetime(frame["ts"], utc=True)
+        frames.append(frame[((ts >= lower) & (ts < upper)).to_numpy()])
+    return frames, missing
+
+
+def lookback_history(state: StateResource, start: pd.Timestamp, days: int, reason: str) -> ScoringHistory:
+    """The previous ``days`` days of daily_events (the history before warm start existed)."""
+    names = [(start - pd.Timedelta(days=k)).strftime("%Y-%m-%d") for k in range(days, 0, -1)]
+    frames, missing = _read_daily(state, names, start - pd.Timedelta(days=days), start)
+    events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    where = f"{len(events):,} daily events of the previous {days} day(s)"
+    gap = f" ({', '.join(missing)} not materialized)" if missing else ""
+    return ScoringHistory(events, "lookback", f"lookback only: {reason}; {where}{gap}",
+                          daily_events=len(events), missing_days=missing)
+
+
+def warm_history(state: StateResource, warm: pd.DataFrame, version: str, start: pd.Timestamp,
+                 history_days: float) -> ScoringHistory:
+    """What ``serve``/``stream`` hold when the day starts, had they run since the champion was
+    registered: the champion's warm history, plus the daily events after its end, both within
+    ``history_days`` before ``start`` and before it, deduplicated by ``event_id`` (the history's
+    copy wins, as the service drops a re-sent event)."""
+    lower = start - pd.Timedelta(days=history_days)
+    total, last = len(warm), warm["ts"].iloc[-1]
+    ts = warm["ts"]
+    kept = warm[((ts >= lower) & (ts < start)).to_numpy()]
+    del warm
+    # The days after the history's end (its last day too: events after its last one), within the horizon.
+    first_day = max(last.floor("D"), lower.floor("D"))
+    names = [d.strftime("%Y-%m-%d") for d in pd.date_range(first_day, start - pd.Timedelta(days=1), freq="D")]
+    # The history's last day is mostly in the history: without a file for it, nothing is said.
+    frames, missing = _read_daily(state, names, lower, start, optional=frozenset(names[:1]))
+    gap = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["event_id", "ts"])
+    gap = gap[~gap["event_id"].isin(kept["event_id"])].drop_duplicates("event_id")
+    if len(kept):
+        head = f"champion warm history v{version}: {len(kept):,} events {_span(kept)}"
+    else:
+        head = (f"champion warm history v{version}: 0 of its {total:,} events (they end {last.isoformat()}, over "
+                f"{history_days:g} days before the day)")
+    text = f"{head}, plus {len(gap):,} daily events" + (f" {_span(gap)}" if len(gap) else "")
+    if missing:
+        text += (f" ({', '.join(missing)} not materialized: the service would have seen those days; materialize "
+                 "daily_events for them)")
+    events = pd.concat([kept, gap], ignore_index=True) if len(gap) else kept.reset_index(drop=True)
+    return ScoringHistory(events, "champion_warm_history", text, warm_events=len(kept), daily_events=len(gap),
+                          missing_days=missing)
+
+
+def scoring_history(config: ScoringConfig, state: StateResource, model: HybridScorer, version: str,
+                    start: pd.Timestamp) -> ScoringHistory:
+    """The history the day is scored against: by default the one the warm service has (the
+    champion's warm history and the daily events after it), the lookback where ``lookback_days``
+    is set or the champion has no usable warm history (the reason is in ``description``)."""
+    if config.lookback_days is not None:
+        return lookback_history(state, start, config.lookback_days,
+                                f"lookback_days={config.lookback_days} set in the run config")
+    fallback = None
+    if not model.has_warm_history:
+        fallback = f"champion v{version} was registered without a warm-start history"
+    else:
+        try:
+            warm = model.warm_history()
+        except (SchemaError, ValueError, OSError) as exc:
+            warm, fallback = None, f"champion v{version}'s warm-start history cannot be read: {exc}"
+        if warm is not None and warm.empty:
+            fallback = f"champion v{version}'s warm-start history is empty"
+        elif warm is not None and warm["ts"].iloc[0] >= start:
+            fallback = (f"the day is before champion v{version}'s warm history (from {warm['ts'].iloc[0].isoformat()}),"
+                        " which the service never scores")
+    if fallback is not None:
+        return lookback_history(state, start, FALLBACK_LOOKBACK_DAYS, fallback)
+    return warm_history(state, warm, version, start, config.history_days)
 
 
 @dg.multi_asset(
@@ -186,24 +317,14 @@ class ScoringConfig(dg.Config):
 def scored_events(
     context: dg.AssetExecutionContext, config: ScoringConfig, mlflow_resource: MlflowResource, state: StateResource
 ):
-    """Score one day with `models:/<name>@champion`, using the previous days as graph history."""
+    """Score one day with `models:/<name>@champion` against the history the warm service has: the
+    champion's warm history and the daily events after it (``scoring_history``)."""
     day, start, end = _day_bounds(context)
-    days = [(start - pd.Timedelta(days=k)).strftime("%Y-%m-%d") for k in range(config.lookback_days, 0, -1)]
-    frames, missing = [], []
-    for past in days:
-        path = daily_file(state, "daily_events", past)
-        if path.exists():
-            frames.append(pd.read_parquet(path))
-        else:
-            missing.append(past)
-    if missing:
-        context.log.warning(f"no daily_events for lookback day(s) {missing}: the day's first windows get less history")
     today = _read_partition(state, "daily_events", day, "daily_events")
     if today.empty:
         # An empty day (see daily_events' outcome): nothing is materialized, drift is skipped.
         context.log.warning(f"daily_events {day} has no events: scored_events, alerts and the day's drift are skipped")
         return
-    events = pd.concat([*frames, today], ignore_index=True)
 
     reg = mlflow_resource.registry_config()
     client = registry.configure(reg)
@@ -217,6 +338,22 @@ def scored_events(
     model_uri = f"models:/{reg.model_name}@{config.model_alias}"
     started = time.perf_counter()
     _, model = load_pyfunc(model_uri)
+    history = scoring_history(config, state, model, str(mv.version), start)
+    past = history.events
+    if len(past):
+        # An event of the day is scored as the day's, never as its own history.
+        past = past[~past["event_id"].isin(today["event_id"])]
+    left_out = max(len(past) - config.max_history_events, 0)
+    if left_out:
+        past = past.sort_values("ts", kind="stable").iloc[left_out:]
+        history.description += (f"; the oldest {left_out:,} left out (max_history_events="
+                                f"{config.max_history_events:,}), so the first-seen features count less than the "
+                                "service's")
+    (context.log.warning if history.missing_days or left_out or history.source == "lookback"
+     else context.log.info)(f"{day}: history: {history.description}")
+    events = pd.concat([past, today], ignore_index=True) if len(past) else today
+    del past
+    history.events = history.events.iloc[:0]  # held once, in `events`
     period = model.score_period(events, start, end)
     seconds = time.perf_counter() - started
     scored = period.scored
@@ -233,7 +370,8 @@ def scored_events(
     context.log.info(f"{day}: scored {len(scored)} events with {model_uri} (version {mv.version}) in "
                      f"{seconds:.1f} s; {len(alerts)} alerts above {period.threshold:.3f}")
     common = {"model_uri": model_uri, "model_version": str(mv.version), "threshold": period.threshold,
-              "mlflow_run_id": mv.run_id or "", "day": day, **mlflow_resource.links(version=str(mv.version))}
+              "mlflow_run_id": mv.run_id or "", "day": day, "history": history.description,
+              "history_source": history.source, **mlflow_resource.links(version=str(mv.version))}
     labelled = scored["label"].notna() if "label" in scored else pd.Series(False, index=scored.index)
     yield dg.MaterializeResult(
         asset_key="scored_events",
@@ -241,7 +379,11 @@ def scored_events(
             **common,
             "events_scored": len(scored),
             "history_events": len(events) - len(today),
-            "lookback_days": config.lookback_days,
+            "warm_history_events": history.warm_events,
+            "daily_history_events": history.daily_events,
+            **({"lookback_days": config.lookback_days if config.lookback_days is not None else FALLBACK_LOOKBACK_DAYS}
+               if history.source == "lookback" else {"history_days": config.history_days}),
+            "history_missing_days": ", ".join(history.missing_days) or "none",
             "score_median": float(np.median(scored["score"])) if len(scored) else 0.0,
             "seconds": round(seconds, 2),
             "attack_events": int(scored.loc[labelled, "label"].sum()) if labelled.any() else 0,
@@ -274,9 +416,10 @@ def drift_verdict(drift_share: float, threshold: float, evidently_dataset_drift:
 
 
 # Novelty and gap features count against the history the scorer was given: the training split saw
-# days of it, a scored day sees `lookback_days`. Compared as they are they measure the lookback,
-# not the data (measured in the drift demo: both drift on quiet days at any lookback), so they are
-# left out of the daily comparison by default.
+# days of it, a scored day sees the champion's warm history and the days after it (`lookback_days`
+# where that is set or the champion has none). Compared as they are they measured the lookback, not
+# the data (measured in the drift demo, before scoring used the warm history: both drift on quiet
+# days at any lookback), so they are left out of the daily comparison by default.
 HISTORY_DEPENDENT = ["pair_first_seen", "log_pair_gap_s"]
 
 

@@ -121,7 +121,10 @@ def test_a_partition_is_scored_with_the_champion_and_alerts_are_ranked(trained, 
     meta = backfill[-1]
     assert meta["scored_events"]["model_uri"] == "models:/anomaly-pipeline-hybrid@champion"
     assert meta["scored_events"]["model_version"] == "1"
-    assert meta["scored_events"]["history_events"] > 0  # 2026-01-07 gave the windows their history
+    # The champion was trained on 01-05 .. 01-09: the day's history is its warm history before the day.
+    assert meta["scored_events"]["history_source"] == "champion_warm_history"
+    assert meta["scored_events"]["history"].startswith("champion warm history v1: ")
+    assert meta["scored_events"]["history_events"] == meta["scored_events"]["warm_history_events"] > 0
     assert meta["daily_events"]["rows_read"] == meta["daily_events"]["rows_valid"] + meta["daily_events"]["rows_quarantined"]
     data = settings.state_paths(home).data_dir / "daily"
     scored = pd.read_parquet(data / "scored_events" / "2026-01-08.parquet")

@@ -7,6 +7,10 @@ history). The fifth day, after the training period, is scored in batch the way d
 service started as ``anomaly-pipeline serve`` starts it (``serve_app``); the alerted event ids
 must be the same. Cold, the same service alerts on other events (everything looks new), and a
 champion registered without a history makes the service say so.
+
+Daily scoring (the ``daily_scoring_job`` materialized for that day) scores against the same
+history by default: the champion's warm history, plus the daily events after its end; its alerts
+are the batch run's and the warm service's, and its metadata names the history.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from anomaly_pipeline.service import serve_in_thread
 from anomaly_pipeline.streaming import StreamScorer, load_champion
 from anomaly_pipeline.streaming.commands import serve_app
 from anomaly_pipeline.training import CurriculumStage, TrainConfig
+from tests import test_streaming as tests_streaming
 from tests.test_streaming import STREAM_WINDOW, stream_events, to_records
 
 TRAIN_DAYS = 4
@@ -60,12 +65,15 @@ def _trained() -> tuple[HybridDetector, pd.DataFrame]:
     return detector, windows.events
 
 
-def _register_champion(home: Path, *, warm: bool) -> registry.RegistryConfig:
-    """The trained detector as version 1 and champion of the registry under ``home``."""
+def _register_champion(home: Path, *, warm: bool, history_end: pd.Timestamp | None = None) -> registry.RegistryConfig:
+    """The trained detector as the next version and champion of the registry under ``home``;
+    ``history_end``: its warm history holds only the training events before it."""
     detector, events = _trained()
     config = registry.RegistryConfig.from_state(settings.state_paths(home))
     client = registry.configure(config)
     det_dir = detector.save(home / "detector")
+    if history_end is not None:
+        events = events[events["ts"] < history_end]
     with registry.training_run(config, "warm-start-test") as run:
         _, digest = log_hybrid_model(det_dir, STREAM_WINDOW, warm_history=warm_history_frame(events) if warm else None)
     version = registry.register_version(client, config, run.info.run_id, tags={DIGEST_TAG: digest})
@@ -228,3 +236,103 @@ def test_a_modified_warm_history_is_refused_like_modified_weights(champion_home)
     finally:
         path.write_bytes(original)
     assert load_champion(config).history is not None
+
+
+# --- daily scoring: the same history, the same alerts -------------------------------------------
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DAILY = ["daily_events", "scored_events", "alerts"]  # no drift: these champions log no drift reference
+
+
+def _daily(home: Path, day: str, assets: list[str] = DAILY, **scoring) -> dict[str, dict]:
+    """Materialize ``assets`` of the daily scoring job for ``day`` on a Dagster instance over
+    ``home`` (the stream's synthetic days as the event source); their metadata by asset."""
+    import dagster as dg
+
+    from assets.resources import EventSourceResource
+    from definitions import build_definitions, local_resources
+
+    resources = local_resources(str(home))
+    data = tests_streaming.STREAM_DATA
+    resources["event_source"] = EventSourceResource(seed=data.seed, n_users=data.n_users, n_servers=data.n_servers,
+                                                    days=data.days, events_per_user_day=data.events_per_user_day)
+    ops = {"scored_events": {"config": scoring}} if scoring else {}
+    result = build_definitions(resources).resolve_job_def("daily_scoring_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=day, run_config={**QUIET, "ops": ops},
+        asset_selection=[dg.AssetKey(a) for a in assets])
+    return {e.asset_key.to_user_string(): {k: v.value for k, v in e.event_specific_data.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
+def _daily_alerts(home: Path, day: str) -> set[str]:
+    return set(pd.read_parquet(settings.state_paths(home).data_dir / "daily" / "alerts" / f"{day}.parquet")["event_id"])
+
+
+def _warm_service_alerts(home: Path, *days: pd.DataFrame) -> set[str]:
+    """What the warm service raises on the last of ``days``, fed the earlier ones first: its
+    scorer (``StreamScorer``, as ``serve`` builds it) warm-started from the champion's history."""
+    scorer = StreamScorer(load_champion(registry.RegistryConfig.from_state(settings.state_paths(home))),
+                          explain="sync", explain_max=0)
+    assert scorer.warm_start().warm
+    for day in days:
+        scores = pd.concat([scorer.process(to_records(day.iloc[lo : lo + 700])).scores
+                            for lo in range(0, len(day), 700)])
+    scorer.close()
+    return set(scores.loc[scores["alert"], "event_id"].astype(str))
+
+
+def _day_key(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y-%m-%d")
+
+
+def test_daily_scoring_raises_the_warm_services_alerts(champion_home, batch_alerts):
+    """The champion's warm history ends where the day starts: daily scoring with the default config
+    uses it as the history and alerts on the batch run's events (which the fresh serve above raises)."""
+    train, day, start, _ = _split()
+    meta = _daily(champion_home, _day_key(start))
+    scored = meta["scored_events"]
+    assert scored["history_source"] == "champion_warm_history"
+    assert scored["history"] == (f"champion warm history v1: {len(train):,} events from {train['ts'].min().isoformat()} "
+                                 f"to {train['ts'].max().isoformat()}, plus 0 daily events")
+    assert meta["alerts"]["history"] == scored["history"]
+    assert scored["warm_history_events"] == scored["history_events"] == len(train)
+    assert scored["events_scored"] == meta["daily_events"]["rows_valid"] == len(day)
+    expected = set(batch_alerts.loc[batch_alerts["alert"], "event_id"].astype(str))
+    daily = _daily_alerts(champion_home, _day_key(start))
+    assert daily == expected, f"daily only: {sorted(daily - expected)}; batch only: {sorted(expected - daily)}"
+
+    # lookback_days stays an override, and says so; with one missing day the alerts are others.
+    lookback = _daily(champion_home, _day_key(start), ["scored_events", "alerts"], lookback_days=1)["scored_events"]
+    assert lookback["history_source"] == "lookback" and lookback["lookback_days"] == 1
+    assert lookback["history"].startswith("lookback only: lookback_days=1 set in the run config; 0 daily events")
+    assert lookback["history_missing_days"] == _day_key(start - pd.Timedelta(days=1))
+    print(f"lookback_days=1 (no history): {len(_daily_alerts(champion_home, _day_key(start)))} alerts, "
+          f"{len(_daily_alerts(champion_home, _day_key(start)) & expected)} of them the warm run's {len(expected)}")
+
+
+def test_daily_scoring_adds_the_days_after_the_warm_history(tmp_path: Path, batch_alerts):
+    """A champion whose warm history ends a day before the scored day: daily scoring adds that
+    day's daily events (as the service would have streamed them) and raises the alerts of the warm
+    service fed that day and then the scored one, which are the batch run's; a champion without a
+    warm history falls back to the lookback and says why."""
+    train, day, start, _ = _split()
+    before = start - pd.Timedelta(days=1)
+    home = tmp_path / "home"
+    _register_champion(home, warm=True, history_end=before)
+    _daily(home, _day_key(before), ["daily_events"])
+    meta = _daily(home, _day_key(start))["scored_events"]
+    warm, gap = train[train["ts"] < before], train[train["ts"] >= before]
+    assert meta["history"] == (
+        f"champion warm history v1: {len(warm):,} events from {warm['ts'].min().isoformat()} to "
+        f"{warm['ts'].max().isoformat()}, plus {len(gap):,} daily events from {gap['ts'].min().isoformat()} to "
+        f"{gap['ts'].max().isoformat()}")
+    assert (meta["warm_history_events"], meta["daily_history_events"]) == (len(warm), len(gap))
+    expected = set(batch_alerts.loc[batch_alerts["alert"], "event_id"].astype(str))
+    assert _daily_alerts(home, _day_key(start)) == expected
+    assert _warm_service_alerts(home, gap, day) == expected
+
+    _register_champion(home, warm=False)  # version 2, champion, without a warm history
+    fallback = _daily(home, _day_key(start), ["scored_events", "alerts"])["scored_events"]
+    assert fallback["model_version"] == "2" and fallback["history_source"] == "lookback"
+    assert fallback["history"] == (f"lookback only: champion v2 was registered without a warm-start history; "
+                                   f"{len(gap):,} daily events of the previous 1 day(s)")
