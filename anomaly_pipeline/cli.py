@@ -126,7 +126,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
                   "--port", str(args.mlflow_port)]
     dagster_cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"),
                    "-h", "127.0.0.1", "-p", str(args.dagster_port)]
-    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+    # MLflow 3's UI opens on its GenAI view unless told the model-training workflow.
+    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
+          f"MLflow UI: http://127.0.0.1:{args.mlflow_port}/#/experiments?workflowType=machine_learning")
     print("Ctrl-C stops both.", flush=True)
     procs = [subprocess.Popen(mlflow_cmd, env=env, cwd=root), subprocess.Popen(dagster_cmd, env=env, cwd=root)]
     try:

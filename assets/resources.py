@@ -83,6 +83,10 @@ class EventSourceResource(dg.ConfigurableResource):
         )
 
 
+# The MLflow UI's workflow that shows an experiment's training runs (its default is "genai").
+MLFLOW_UI_WORKFLOW = "machine_learning"
+
+
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking and registry (a project-owned resource over the MLflow client)."""
 
@@ -132,11 +136,16 @@ class MlflowResource(dg.ConfigurableResource):
         if base is None:
             return {}
         out: dict[str, dg.MetadataValue] = {}
+        # MLflow 3's UI opens every experiment in its GenAI view (traces) unless the link names the
+        # model-training workflow; with it, the experiment opens on its training runs.
+        ml = f"?workflowType={MLFLOW_UI_WORKFLOW}"
+        if experiment_id:
+            out["mlflow_experiment_url"] = dg.MetadataValue.url(f"{base}/#/experiments/{experiment_id}{ml}")
         if run_id and experiment_id:
-            out["mlflow_run_url"] = dg.MetadataValue.url(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
+            out["mlflow_run_url"] = dg.MetadataValue.url(f"{base}/#/experiments/{experiment_id}/runs/{run_id}{ml}")
         if version:
             out["mlflow_model_version_url"] = dg.MetadataValue.url(
-                f"{base}/#/models/{quote(self.model_name)}/versions/{version}")
+                f"{base}/#/models/{quote(self.model_name)}/versions/{version}{ml}")
         if run_id and artifact:
             out["mlflow_artifact_url"] = dg.MetadataValue.url(
                 f"{base}/get-artifact?path={quote(artifact)}&run_uuid={run_id}")
