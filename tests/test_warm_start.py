@@ -15,8 +15,10 @@ are the batch run's and the warm service's, and its metadata names the history.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -100,10 +102,18 @@ def batch_alerts(champion_home: Path) -> pd.DataFrame:
     return period.scored
 
 
-def _serve(home: Path, *extra: str) -> tuple[object, object, httpx.Client]:
+@contextlib.contextmanager
+def _serve(home: Path, *extra: str) -> Iterator[httpx.Client]:
+    """A real `serve` on a free port for the block's duration; a client to it."""
     args = build_parser().parse_args(["--home", str(home), "serve", *extra])
     server, thread, port = serve_in_thread(serve_app(args))
-    return server, thread, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _post_day(client: httpx.Client, batch_size: int = 500) -> tuple[set[str], int]:
@@ -123,17 +133,12 @@ def _metrics(client: httpx.Client) -> dict[str, str]:
 
 
 def test_a_fresh_serve_raises_the_alerts_of_a_batch_run_over_the_same_day(champion_home, batch_alerts, capfd):
-    server, thread, client = _serve(champion_home)
-    try:
+    with _serve(champion_home) as client:
         started = capfd.readouterr().err
         health = client.get("/healthz").json()
         alerted, scored = _post_day(client)
         metrics = _metrics(client)
         landing = client.get("/").text
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
     train = _split()[0]
     assert len(warm_history_frame(_trained()[1])) == len(train)  # every training event is in the history
     # The service says it started warm, from which version and on how much history.
@@ -156,15 +161,10 @@ def test_a_fresh_serve_raises_the_alerts_of_a_batch_run_over_the_same_day(champi
 def test_cold_the_same_service_alerts_on_other_events(champion_home, batch_alerts, capfd):
     """Why the warm start matters: without the training period the first-seen, hour-profile and rate
     features describe another history, and the alerts are not the batch run's."""
-    server, thread, client = _serve(champion_home, "--cold")
-    try:
+    with _serve(champion_home, "--cold") as client:
         assert "warm_start: none (--cold given" in capfd.readouterr().err
         assert client.get("/healthz").json()["warm_start"]["status"] == "none"
         alerted, _ = _post_day(client)
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
     expected = set(batch_alerts.loc[batch_alerts["alert"], "event_id"].astype(str))
     day = _split()[1]
     attacks = set(day.loc[day["label"].fillna(0).astype(int) == 1, "event_id"].astype(str))
@@ -202,16 +202,11 @@ def test_history_replayed_in_pieces_gives_the_batch_scores(champion_home, batch_
 def test_a_champion_without_history_starts_cold_and_says_why(tmp_path: Path, capfd):
     home = tmp_path / "home"
     _register_champion(home, warm=False)
-    server, thread, client = _serve(home)
-    try:
+    with _serve(home) as client:
         log = capfd.readouterr().err
         health = client.get("/healthz").json()
         metrics = _metrics(client)
         landing = client.get("/").text
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
     assert "warm_start: none (models:/" in log and "registered without a warm-start history" in log
     assert health["warm_start"]["status"] == "none"
     assert "registered without a warm-start history" in health["warm_start"]["reason"]
