@@ -156,7 +156,9 @@ class Metrics:
     lag_seconds: float = 0.0  # arrival of the batch's first event -> its scores out
     event_time_lag_seconds: float = 0.0  # wall clock - newest event time (replays: large)
     started: float = field(default_factory=time.monotonic)
-    phase_seconds: dict = field(default_factory=dict)  # parse, state, score, alerts: total seconds
+    phase_seconds: dict = field(default_factory=dict)  # parse, state, embed, score, alerts: total seconds
+    # The same phases in CPU seconds of the scoring thread (what a shared machine does not inflate).
+    phase_cpu_seconds: dict = field(default_factory=dict)
     _recent: deque = field(default_factory=lambda: deque(maxlen=600), repr=False)  # (t, n scored)
 
     def record(self, n: int) -> None:
@@ -423,6 +425,7 @@ class StreamScorer:
         from anomaly_pipeline.training import score_components
 
         started = time.monotonic()
+        cpu = [time.thread_time()]
         arrived = batch.arrived or started
         if batch.records is not None:
             events, quarantine = records_to_events(batch.records, source, first_ref=self._ref)
@@ -442,8 +445,10 @@ class StreamScorer:
         if events.empty:
             return BatchReport(0, [], quarantine, 0, time.monotonic() - started, empty_scores, duplicate_ids)
         t_parsed = time.monotonic()
+        cpu.append(time.thread_time())
         step = self.state.advance(events)
         t_state = time.monotonic()
+        cpu.append(time.thread_time())
         unplaced = step.unplaced if step.unplaced is not None else events.iloc[:0]
         # A late or unplaced event was not taken in: sent again (corrected), it is not a repeat.
         refused = pd.concat([step.late["event_id"], unplaced["event_id"]])
@@ -466,6 +471,7 @@ class StreamScorer:
         idx = step.new_positions
         gt = self._cache_step(step)
         t_embedded = time.monotonic()
+        cpu.append(time.thread_time())
         if len(idx) == 0 or step.windows is None:
             return BatchReport(0, [], quarantine, len(step.late), time.monotonic() - started, empty_scores,
                                duplicate_ids)
@@ -477,16 +483,19 @@ class StreamScorer:
         else:
             parts = score_components(self.detector.model, w, idx)
         t_scored = time.monotonic()
+        cpu.append(time.thread_time())
         # The detector's own combination of the score parts (its threshold is on that scale).
         combine = getattr(self.detector, "combine", None)
         scores = combine(parts) if combine is not None else parts.sum(axis=1)
         flagged = np.flatnonzero(scores > self.threshold)
         alerts = self._alerts(w, idx, scores, parts, flagged, decoded) if len(flagged) else []
         done = time.monotonic()
-        for phase, seconds in (("parse", t_parsed - started), ("state", t_state - t_parsed),
-                               ("embed", t_embedded - t_state), ("score", t_scored - t_embedded),
-                               ("alerts", done - t_scored)):
+        cpu.append(time.thread_time())
+        for j, (phase, seconds) in enumerate((("parse", t_parsed - started), ("state", t_state - t_parsed),
+                                              ("embed", t_embedded - t_state), ("score", t_scored - t_embedded),
+                                              ("alerts", done - t_scored))):
             m.phase_seconds[phase] = m.phase_seconds.get(phase, 0.0) + seconds
+            m.phase_cpu_seconds[phase] = m.phase_cpu_seconds.get(phase, 0.0) + cpu[j + 1] - cpu[j]
         m.events_scored += len(idx)
         m.alerts += len(alerts)
         m.batches += 1

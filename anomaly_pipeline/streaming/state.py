@@ -40,6 +40,7 @@ from anomaly_pipeline.graph import (
     NO_PREVIOUS_GAP_S,
     NODE_FEATURES,
     RELATIONS,
+    EventRates,
     GraphWindows,
     WindowConfig,
     _group_cumcount,
@@ -47,7 +48,7 @@ from anomaly_pipeline.graph import (
     build_graph_windows,
     event_rates,
 )
-from anomaly_pipeline.rates import RateConfig, RateState
+from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _N = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -479,7 +480,9 @@ class StreamState:
         self._newest = newest
         self._frames.append(events)
         buffer = self.buffer
-        windows = build_graph_windows(buffer, self.config.window, self.config.rate)
+        # Incremental: the rate state is only ever continued with the new events (below), so the
+        # rebuild does not compute buffer-local rates that would be thrown away.
+        windows = build_graph_windows(buffer, self.config.window, self.config.rate, with_rates=not self.incremental)
         self.memory.patch(windows)
         self.windows = windows
         seq = windows.events[SEQ].to_numpy()
@@ -501,6 +504,10 @@ class StreamState:
         """Feed the new events (at ``positions`` of ``windows``, features already patched) to the
         stream's rate state in time order and write their rates into ``windows.rates``."""
         rows = np.sort(positions)
+        if windows.rates is None and self.incremental:
+            shape = (len(windows.event_src), len(self.config.rate.tick_seconds), len(ASPECTS))
+            windows.rates = EventRates(np.zeros(shape, np.float32), np.zeros(shape, np.float32),
+                                       np.zeros(shape[:2], np.float32), self.rate_state)
         if windows.rates is None or len(rows) == 0:
             return
         names = windows.nodes["name"].astype("string").to_numpy(dtype=object)
