@@ -342,3 +342,27 @@ def test_alerts_beyond_the_explanation_budget_say_why_they_have_no_model_explana
     assert alerts and all(a["explanation"].startswith("features only: the model's explanations of this micro-batch "
                                                       "took their budget") for a in alerts)
     assert all(a["reasons"] for a in alerts)  # the feature reasons stay
+
+
+def test_neighbour_attention_of_many_alerts_at_once_equals_one_at_a_time():
+    """The explanation's graph attention, batched over a micro-batch's alerts (one GAT call per
+    relation), ranks the same neighbours with the same weights as one alert at a time."""
+    from anomaly_pipeline.streaming.incremental import SnapshotCache, node_keys
+
+    events, model = stream_events(), tiny_model()
+    config = StreamConfig(window=STREAM_WINDOW)
+    state, cache = StreamState(config, incremental=True), SnapshotCache(model.detector.model, config.stride_s)
+    for lo in range(0, 3000, 500):
+        step = state.advance(events.iloc[lo : lo + 500].copy())
+        cache.update(step.windows, step.first_changed, step.newest)
+    keys = node_keys(step.windows)
+    requests = [(k, keys[n]) for k in sorted(cache.snapshots)[-3:] for n in range(0, len(keys), 3)]
+    many = cache.neighbour_attention_many(requests)
+    found = 0
+    for request in requests:
+        one = cache.neighbour_attention(*request)
+        assert [(a["peer"], a["relation"], a["direction"], a["events"]) for a in one] == \
+            [(a["peer"], a["relation"], a["direction"], a["events"]) for a in many[request]]
+        np.testing.assert_allclose([a["attention"] for a in one], [a["attention"] for a in many[request]], atol=1e-4)
+        found += bool(one)
+    assert found > 20

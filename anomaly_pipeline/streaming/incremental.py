@@ -209,4 +209,59 @@ class SnapshotCache:
                     "peer": str(snap.keys[peer]).split(_SEP, 1)[1], "direction": direction,
                     "events": int(round(np.expm1(float(snap.edge_attr[e, 0])))), "attention": round(float(a), 4),
                 })
-        return sorted(results, key=lambda r: -r["attention"])[:top_k]
+        return sorted(results, key=_rank)[:top_k]
+
+    @torch.no_grad()
+    def neighbour_attention_many(self, requests: list[tuple[int, str]], top_k: int = 5) -> dict[tuple[int, str], list[dict]]:
+        """``neighbour_attention`` for many (absolute bucket, node key) requests at once: one GAT
+        call per relation for all of them (each request's node is its own target, so the
+        attention softmax runs over the same edges as one request at a time)."""
+        model = self.model
+        results: dict[tuple[int, str], list[dict]] = {r: [] for r in requests}
+        if model.config.hops == 0 or not model.config.attention:
+            return results
+        spatial = model.spatial
+        hetero = spatial.convs[0]
+        # Per relation key: peer feature rows, target feature rows, edge attributes, and per edge
+        # (request, snapshot, edge, peer row, direction).
+        groups: dict[tuple[str, str, str], dict[str, list]] = {}
+        for request in dict.fromkeys(requests):
+            k, key = request
+            snap = self.snapshots.get(k)
+            row = snap.row_of(key) if snap is not None else -1
+            if row < 0:
+                continue
+            involved = np.flatnonzero((snap.edge_src == row) | (snap.edge_dst == row))
+            targets: dict[tuple[str, str, str], int] = {}
+            for e in involved:
+                s_t, name, d_t = RELATIONS[int(snap.edge_rel[e])]
+                if snap.edge_dst[e] == row:
+                    rel_key, peer, direction = (s_t, name, d_t), int(snap.edge_src[e]), "in"
+                else:
+                    rel_key, peer, direction = (d_t, f"rev_{name}", s_t), int(snap.edge_dst[e]), "out"
+                g = groups.setdefault(rel_key, {"peer_x": [], "target_x": [], "target": [], "attr": [], "items": []})
+                if rel_key not in targets:
+                    targets[rel_key] = len(g["target_x"])
+                    g["target_x"].append(snap.act_x[row])
+                g["peer_x"].append(snap.act_x[peer])
+                g["attr"].append(snap.edge_attr[int(e)])
+                g["target"].append(targets[rel_key])
+                g["items"].append((request, snap, int(e), peer, direction))
+        for rel_key, g in groups.items():
+            h_peer = torch.relu(spatial.input_proj[rel_key[0]](torch.stack(g["peer_x"])))
+            h_node = torch.relu(spatial.input_proj[rel_key[2]](torch.stack(g["target_x"])))
+            edge_index = torch.stack([torch.arange(len(g["items"])), torch.tensor(g["target"], dtype=torch.long)])
+            _, (_, alpha) = hetero.convs[rel_key]((h_peer, h_node), edge_index, torch.stack(g["attr"]),
+                                                  return_attention_weights=True)
+            for (request, snap, e, peer, direction), a in zip(g["items"], alpha.mean(dim=1).cpu().numpy(), strict=True):
+                results[request].append({
+                    "window_end": str(snap.window_end), "relation": rel_key[1],
+                    "peer": str(snap.keys[peer]).split(_SEP, 1)[1], "direction": direction,
+                    "events": int(round(np.expm1(float(snap.edge_attr[e, 0])))), "attention": round(float(a), 4),
+                })
+        return {r: sorted(found, key=_rank)[:top_k] for r, found in results.items()}
+
+
+def _rank(neighbour: dict) -> tuple:
+    """Highest attention first; ties (a single edge of a relation weighs 1) by relation and peer."""
+    return (-neighbour["attention"], neighbour["relation"], neighbour["peer"], neighbour["direction"])

@@ -609,7 +609,11 @@ class StreamScorer:
         started = time.monotonic()
         order = sorted(range(len(alerts)), key=lambda k: -alerts[k]["score"])
         weights_all = out["time_attention"][0].cpu().numpy()
-        neighbours_of: dict[tuple[int, str], list[dict]] = {}  # alerts of one burst share a source and window
+        # The graph attention over each alert's source's neighbours in its most attended window,
+        # for all the alerts in one pass (one GAT call per relation).
+        top_of = {k: (int(b_abs[rows[k]]) - L + int(np.argmax(weights_all[rows[k]])), keys[int(w.event_src[idx[rows[k]]])])
+                  for k in order}
+        neighbours_of = cache.neighbour_attention_many(list(top_of.values())) if self.explain_max != 0 else {}
         for done, k in enumerate(order):
             alert, j = alerts[k], rows[k]
             if self.explain_max == 0:
@@ -635,10 +639,7 @@ class StreamScorer:
                 time_attention.append({
                     "window_end": str(pd.Timestamp((kb + 1) * stride_s, unit="s", tz="UTC")),
                     "weight": round(float(weight), 4), "active": bool(snap is not None and snap.row_of(keys[src]) >= 0)})
-            top = (b - L + int(np.argmax(weights)), keys[src])
-            if top not in neighbours_of:
-                neighbours_of[top] = cache.neighbour_attention(*top)
-            neighbours = [dict(n) for n in neighbours_of[top]]
+            neighbours = [dict(n) for n in neighbours_of[top_of[k]]]
             with self.incidents.lock:
                 alert["reasons"] = [r.replace("in the data so far", days) for r in reasons] or alert["reasons"]
                 alert["time_attention"] = time_attention
