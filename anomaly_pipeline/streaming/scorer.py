@@ -5,7 +5,13 @@ whose ``event_id`` was already scored within ``memory_days`` are dropped and cou
 retry or a replayed file is not scored twice), the ``StreamState`` appends them and evicts what expired, the ``@champion`` model scores only the
 new events, events above the threshold become alerts (JSON lines, the alert sink, and the
 incident tracker, with the model's explanation), and the metrics (events/s, lag, alerts,
-memory) are updated.
+memory, wall and CPU seconds per phase) are updated.
+
+A single-scale model streams incrementally (``streaming.incremental``): node embeddings of
+closed buckets are computed once and cached, each micro-batch rebuilds only its new events plus
+one window overlap and decodes them against the cached node states, and every alert carries the
+model's explanation (reasons, temporal and graph attention) read off the same pass before it goes
+out, within ``explain_budget_s`` per micro-batch (an alert beyond it says why it has none).
 
 Warm start: before the first micro-batch, ``StreamScorer.warm_start`` replays the champion's
 recent training events (logged with the model version, ``mlflow_model.warm_history_frame``)

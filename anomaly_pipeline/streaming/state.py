@@ -7,6 +7,11 @@ Two parts:
   when the model is multi-scale, plus ``lookback_buckets``). Each micro-batch is appended, the
   buckets that fell out of the horizon are evicted, and ``graph.build_graph_windows`` runs over
   what is left, so the features are the model's own, not a re-implementation.
+  With ``incremental=True`` (the scorer, for a single-scale model) the embeddings of closed
+  snapshots are cached (``streaming.incremental.SnapshotCache``), so the buffer keeps only the
+  window overlap before the oldest snapshot that is open or changed: each micro-batch rebuilds
+  its new events plus one overlap, not the model's history, and computes no buffer-local rates.
+  An event older than that overlap is refused as late (``lookback_buckets`` widens it).
 * ``HistoryMemory`` keeps what the evicted events leave behind that the features still need:
   per pair, context pair, source, destination, service (destination, port, protocol) and node,
   the count of earlier events, the last two times a pair was seen, running sums of its volumes,
