@@ -111,7 +111,6 @@ class SnapshotCache:
     def _embed(self, gt: GraphTensors, w: GraphWindows, base: int, k0: int, k1: int) -> None:
         batch = gt.fine.embed(self.model, k0, k1, None, gt.generator)
         keys_all = node_keys(w)
-        n = w.n_nodes
         r_base = int(w.act_ptr[k0])
         stride = pd.Timedelta(seconds=self.stride_s)
         for k in range(k0, k1):
@@ -130,7 +129,6 @@ class SnapshotCache:
                 window_end=w.t0 + (k + 1) * stride,
             )
             self.embedded += 1
-        del n
 
     def batch_for(self, windows: GraphWindows, lo: int, hi: int, origin: int) -> SnapshotBatch:
         """The cached snapshots of absolute buckets ``lo .. hi`` as a ``SnapshotBatch`` in the node
