@@ -442,11 +442,13 @@ def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, failed: np.
 
 
 def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfig(),
-                        rate_config: RateConfig | None = None) -> GraphWindows:
+                        rate_config: RateConfig | None = None, with_rates: bool = True) -> GraphWindows:
     """Build snapshots, node features and event features from validated canonical events.
 
     Events without a usable scored edge (for example a logon with no destination host) cannot be
     placed in the graph; they are dropped here and counted in ``meta['events_without_edge']``.
+    ``with_rates=False``: no rate state (``rates`` None), for a caller that continues its own
+    (the streaming scorer).
     """
     if events.empty:
         raise ValueError("no events to build graph windows from: ingestion or validation produced 0 rows")
@@ -564,7 +566,8 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     assert event_x.shape[1] == len(EVENT_FEATURES)
 
     # Rate state per aspect (edge, source, destination, source x relation), by typed node name.
-    rates = event_rates(edges, rel, events["ts"], auth_failed, (pair_prior == 0).astype(np.int8), rate_config)
+    rates = event_rates(edges, rel, events["ts"], auth_failed, (pair_prior == 0).astype(np.int8), rate_config) \
+        if with_rates else None
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
     shared = {

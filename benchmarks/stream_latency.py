@@ -10,7 +10,11 @@ bounded state means it stays flat.
     .venv/bin/python benchmarks/stream_latency.py                 # 5,000 ev/s, 1 day x 10, 3 repeats
     .venv/bin/python benchmarks/stream_latency.py --rate 2000 --repeats 5
 
-Targets on a 2-core CPU: p99 < 1 s at 5,000 events/s; RSS at 10x within 10 % of RSS at 1x.
+Targets on a 2-core CPU (issue 15): at 20,000 events/s p99 < 1 s, sustained >= 19,500 events/s,
+RSS at 10x within 10 % of RSS at 1x, and >= 95 % of alerts explained by the model within the
+latency (a single-scale model's alerts are explained before they go out, see
+``anomaly_pipeline.streaming.incremental``). Besides wall seconds per phase it prints the scoring
+thread's CPU seconds per phase: on a shared machine the latencies are pessimistic, those are not.
 The model is a small stand-in trained on separate synthetic days (its weights do not change the
 cost), or the registered ``@champion`` with ``--champion``.
 """
@@ -60,7 +64,8 @@ def _child(args: argparse.Namespace) -> dict:
     records = json.loads(frame.to_json(orient="records"))
     n = len(records)
     n_1x = n // args.multiplier
-    scorer = StreamScorer(model, stream_config=StreamConfig(window=model.window), explain_max=args.explain_max)
+    scorer = StreamScorer(model, stream_config=StreamConfig(window=model.window), explain_max=args.explain_max,
+                          explain_budget_s=args.explain_budget)
     import gc
 
     gc.collect()
@@ -100,6 +105,8 @@ def _child(args: argparse.Namespace) -> dict:
         "p99": float(np.percentile(latencies, 99)), "max": float(latencies.max()),
         "sustained_eps": n / elapsed, "capacity_eps": n / busy if busy else float("inf"),
         "phase_seconds": {k: round(v, 2) for k, v in scorer.metrics.phase_seconds.items()},
+        "phase_cpu_seconds": {k: round(v, 2) for k, v in scorer.metrics.phase_cpu_seconds.items()},
+        "incremental": scorer.incremental,
         "batches": scorer.metrics.batches, "alerts": scorer.metrics.alerts, "explained_share": explained,
         "rss_start_mib": rss_start / 2**20, "rss_1x_mib": (rss_1x or rss_bytes()) / 2**20,
         "rss_end_mib": rss_bytes() / 2**20, "buffer_events_end": scorer.state.n_buffered,
@@ -117,7 +124,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-batch", type=int, default=5000, help="largest micro-batch (events)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--explain-max", type=int, default=5, help="alerts explained by the model per micro-batch")
+    parser.add_argument("--explain-max", type=int, default=5,
+                        help="alerts explained by the model per micro-batch (multi-scale model; 0: none)")
+    parser.add_argument("--explain-budget", type=float, default=0.25,
+                        help="seconds per micro-batch for the model's explanations (single-scale model)")
     parser.add_argument("--champion", action="store_true", help="use the registered @champion model")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -154,7 +164,11 @@ def main() -> None:
           f"{int(med('memory_keys_end')):,} remembered keys; {med('alerts'):,.0f} alerts, "
           f"{med('explained_share'):.0%} of them explained by the model while the replay ran (the rest: feature reasons)")
     print("RSS over the stream (events done, MiB), first run:", runs[0]["rss_trace_mib"])
-    print("seconds per phase, first run:", runs[0]["phase_seconds"], f"in {runs[0]['batches']} micro-batches")
+    print("seconds per phase, first run:", runs[0]["phase_seconds"], f"in {runs[0]['batches']} micro-batches",
+          "(incremental state)" if runs[0]["incremental"] else "(full rebuild per micro-batch: multi-scale model)")
+    cpu = runs[0]["phase_cpu_seconds"]
+    print("CPU seconds per phase (scoring thread), first run:", cpu,
+          f"= {sum(cpu.values()):.2f} s, {run['events'] / max(sum(cpu.values()), 1e-9):,.0f} events per CPU second")
 
 
 if __name__ == "__main__":

@@ -264,3 +264,105 @@ def test_load_champion_without_a_model_says_what_to_do(tmp_path: Path):
     config = RegistryConfig(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}", artifact_location=str(tmp_path / "a"))
     with pytest.raises(RuntimeError, match="Train and promote a model first"):
         load_champion(config)
+
+
+@pytest.mark.parametrize("size", [400, 1_333])
+def test_cached_embeddings_of_closed_buckets_give_the_batch_scores(size: int):
+    """Incremental path: the buffer keeps one window overlap, closed snapshots are embedded once and
+    cached; every new event decoded against the cached node states scores as in a batch run."""
+    from anomaly_pipeline.streaming.incremental import SnapshotCache
+
+    events, model = stream_events(), tiny_model()
+    net = model.detector.model
+    config = StreamConfig(window=STREAM_WINDOW)
+    state, cache = StreamState(config, incremental=True), SnapshotCache(net, config.stride_s)
+    streamed: dict[str, float] = {}
+    buffered = []
+    for lo in range(0, len(events), size):
+        step = state.advance(events.iloc[lo : lo + size].copy())
+        gt = cache.update(step.windows, step.first_changed, step.newest)
+        parts, _, _ = cache.score(gt, step.windows, step.new_positions)
+        ids = step.windows.events["event_id"].astype(str).to_numpy()[step.new_positions]
+        streamed.update(zip(ids, parts.sum(axis=1), strict=True))
+        buffered.append(state.n_buffered - len(step.new_positions))
+    batch_windows = build_graph_windows(events, STREAM_WINDOW)
+    batch = pd.Series(score_events(net, batch_windows), index=batch_windows.events["event_id"].astype(str).to_numpy())
+    assert len(streamed) == len(batch) == len(events)
+    np.testing.assert_allclose(pd.Series(streamed).reindex(batch.index).to_numpy(), batch.to_numpy(),
+                               rtol=1e-5, atol=1e-4)
+    # Each closed snapshot was embedded once (the open one is not embedded until it closes), and
+    # only the snapshots a later event can read are kept.
+    assert cache.embedded == batch_windows.n_buckets - 1
+    assert min(cache.snapshots) >= step.first_changed - STREAM_WINDOW.history
+    # Besides the new events the buffer holds at most the window overlap and the open bucket:
+    # not the model's history.
+    per_bucket = len(events) / batch_windows.n_buckets
+    assert np.mean(buffered) < (STREAM_WINDOW.overlap_buckets + 2) * per_bucket * 1.5
+    assert state.evicted_total > 0.8 * len(events)
+
+
+def test_the_scorer_explains_every_alert_with_the_model_and_alerts_as_a_batch_run():
+    """Through ``StreamScorer``: the alerts are the batch run's, and each carries the model's
+    explanation (temporal attention over its history, reasons) when it goes out."""
+    from anomaly_pipeline.training import score_components
+
+    events, model = stream_events(), tiny_model()
+    out = io.StringIO()
+    # A generous budget: this test checks that every alert gets the model's explanation, not the
+    # speed of a shared test machine (the benchmark does: benchmarks/stream_latency.py).
+    scorer = StreamScorer(model, stream_config=StreamConfig(window=STREAM_WINDOW), alert_out=out,
+                          explain_budget_s=60.0)
+    assert scorer.incremental
+    reports = [scorer.process(to_records(events.iloc[lo : lo + 500])) for lo in range(0, len(events), 500)]
+    streamed = pd.concat([r.scores for r in reports]).set_index("event_id")
+    batch_windows = build_graph_windows(events, STREAM_WINDOW)
+    batch = pd.Series(model.detector.combine(score_components(model.detector.model, batch_windows)),
+                      index=batch_windows.events["event_id"].astype(str).to_numpy())
+    scores = streamed["score"].reindex(batch.index).to_numpy()
+    np.testing.assert_allclose(scores, batch.to_numpy(), atol=0.05)
+    assert set(streamed.index[streamed["alert"]]) == set(batch.index[batch.to_numpy() > scorer.threshold])
+    alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(alerts) == scorer.metrics.alerts > 0
+    assert all(a["explanation"] == "model" for a in alerts)
+    assert all(len(a["time_attention"]) == STREAM_WINDOW.history for a in alerts)
+    assert all(abs(sum(t["weight"] for t in a["time_attention"]) - 1) < 1e-3 for a in alerts)
+    assert any(t["active"] for a in alerts for t in a["time_attention"])
+    assert any(a["neighbours"] for a in alerts)
+    scorer.close()
+
+
+def test_alerts_beyond_the_explanation_budget_say_why_they_have_no_model_explanation():
+    events, model = stream_events(), tiny_model()
+    out = io.StringIO()
+    scorer = StreamScorer(model, stream_config=StreamConfig(window=STREAM_WINDOW), alert_out=out,
+                          explain_budget_s=-1.0)
+    scorer.run(LineSource(io.StringIO("\n".join(json.dumps(r) for r in to_records(events.iloc[:3000])) + "\n"),
+                          max_batch=1000))
+    alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert alerts and all(a["explanation"].startswith("features only: the model's explanations of this micro-batch "
+                                                      "took their budget") for a in alerts)
+    assert all(a["reasons"] for a in alerts)  # the feature reasons stay
+
+
+def test_neighbour_attention_of_many_alerts_at_once_equals_one_at_a_time():
+    """The explanation's graph attention, batched over a micro-batch's alerts (one GAT call per
+    relation), ranks the same neighbours with the same weights as one alert at a time."""
+    from anomaly_pipeline.streaming.incremental import SnapshotCache, node_keys
+
+    events, model = stream_events(), tiny_model()
+    config = StreamConfig(window=STREAM_WINDOW)
+    state, cache = StreamState(config, incremental=True), SnapshotCache(model.detector.model, config.stride_s)
+    for lo in range(0, 3000, 500):
+        step = state.advance(events.iloc[lo : lo + 500].copy())
+        cache.update(step.windows, step.first_changed, step.newest)
+    keys = node_keys(step.windows)
+    requests = [(k, keys[n]) for k in sorted(cache.snapshots)[-3:] for n in range(0, len(keys), 3)]
+    many = cache.neighbour_attention_many(requests)
+    found = 0
+    for request in requests:
+        one = cache.neighbour_attention(*request)
+        assert [(a["peer"], a["relation"], a["direction"], a["events"]) for a in one] == \
+            [(a["peer"], a["relation"], a["direction"], a["events"]) for a in many[request]]
+        np.testing.assert_allclose([a["attention"] for a in one], [a["attention"] for a in many[request]], atol=1e-4)
+        found += bool(one)
+    assert found > 20

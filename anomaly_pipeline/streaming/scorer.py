@@ -5,7 +5,13 @@ whose ``event_id`` was already scored within ``memory_days`` are dropped and cou
 retry or a replayed file is not scored twice), the ``StreamState`` appends them and evicts what expired, the ``@champion`` model scores only the
 new events, events above the threshold become alerts (JSON lines, the alert sink, and the
 incident tracker, with the model's explanation), and the metrics (events/s, lag, alerts,
-memory) are updated.
+memory, wall and CPU seconds per phase) are updated.
+
+A single-scale model streams incrementally (``streaming.incremental``): node embeddings of
+closed buckets are computed once and cached, each micro-batch rebuilds only its new events plus
+one window overlap and decodes them against the cached node states, and every alert carries the
+model's explanation (reasons, temporal and graph attention) read off the same pass before it goes
+out, within ``explain_budget_s`` per micro-batch (an alert beyond it says why it has none).
 
 Warm start: before the first micro-batch, ``StreamScorer.warm_start`` replays the champion's
 recent training events (logged with the model version, ``mlflow_model.warm_history_frame``)
@@ -32,12 +38,13 @@ import numpy as np
 import pandas as pd
 
 from anomaly_pipeline.defaults import WARM_REPLAY_CHUNK_EVENTS
-from anomaly_pipeline.graph import WindowConfig
+from anomaly_pipeline.graph import RELATIONS, WindowConfig
 from anomaly_pipeline.redact import redact_text, redact_url
 from anomaly_pipeline.streaming.sources import Batch, records_to_events
 from anomaly_pipeline.streaming.state import StreamConfig, StreamState
 
 Log = Callable[[str], None]
+RELATIONS_NAMES = tuple(r[1] for r in RELATIONS)
 
 
 @dataclass
@@ -155,7 +162,9 @@ class Metrics:
     lag_seconds: float = 0.0  # arrival of the batch's first event -> its scores out
     event_time_lag_seconds: float = 0.0  # wall clock - newest event time (replays: large)
     started: float = field(default_factory=time.monotonic)
-    phase_seconds: dict = field(default_factory=dict)  # parse, state, score, alerts: total seconds
+    phase_seconds: dict = field(default_factory=dict)  # parse, state, embed, score, alerts: total seconds
+    # The same phases in CPU seconds of the scoring thread (what a shared machine does not inflate).
+    phase_cpu_seconds: dict = field(default_factory=dict)
     _recent: deque = field(default_factory=lambda: deque(maxlen=600), repr=False)  # (t, n scored)
 
     def record(self, n: int) -> None:
@@ -322,13 +331,22 @@ class StreamScorer:
     def __init__(self, model: ChampionModel, *, stream_config: StreamConfig | None = None,
                  threshold: float | None = None, sink: Any = None, alert_out: IO[str] | None = None,
                  explain_max: int = 5, explain: str = "async", incident_horizon_s: float = 4 * 3600.0,
-                 log: Log | None = None, checkpoint: Any = None) -> None:
+                 log: Log | None = None, checkpoint: Any = None, explain_budget_s: float = 0.25) -> None:
         from anomaly_pipeline.incidents import IncidentTracker
+        from anomaly_pipeline.streaming.incremental import SnapshotCache, uses_incremental
 
         self.model = model
         self.detector = model.detector
         self.stream_config = stream_config or StreamConfig(window=model.window)
-        self.state = StreamState(self.stream_config)
+        # A single-scale model streams on cached embeddings of closed snapshots (``incremental``):
+        # the buffer holds one window overlap, not the model's history, and every alert gets the
+        # model's explanation inline (batched, within ``explain_budget_s`` per micro-batch; beyond
+        # it an alert says why it has none). A multi-scale model rebuilds its full horizon per
+        # micro-batch and explains the ``explain_max`` top alerts off the scoring path.
+        self.incremental = uses_incremental(model)
+        self.state = StreamState(self.stream_config, incremental=self.incremental)
+        self.cache = SnapshotCache(self.detector.model, self.stream_config.stride_s) if self.incremental else None
+        self.explain_budget_s = explain_budget_s
         self.threshold = float(threshold if threshold is not None else self.detector.threshold_)
         self.alert_out = alert_out
         self.explain_max = explain_max
@@ -393,6 +411,7 @@ class StreamScorer:
         for lo in range(0, len(events), piece):
             chunk = events.iloc[lo : lo + piece].reset_index(drop=True)
             step = self.state.advance(chunk)
+            self._cache_step(step)
             # As for a micro-batch: the ids of the events the state took in count as seen.
             refused = step.unplaced["event_id"] if step.unplaced is not None else chunk["event_id"].iloc[:0]
             self.seen.remember(chunk[~chunk["event_id"].isin(refused)] if len(refused) else chunk)
@@ -412,6 +431,7 @@ class StreamScorer:
         from anomaly_pipeline.training import score_components
 
         started = time.monotonic()
+        cpu = [time.thread_time()]
         arrived = batch.arrived or started
         if batch.records is not None:
             events, quarantine = records_to_events(batch.records, source, first_ref=self._ref)
@@ -431,8 +451,10 @@ class StreamScorer:
         if events.empty:
             return BatchReport(0, [], quarantine, 0, time.monotonic() - started, empty_scores, duplicate_ids)
         t_parsed = time.monotonic()
+        cpu.append(time.thread_time())
         step = self.state.advance(events)
         t_state = time.monotonic()
+        cpu.append(time.thread_time())
         unplaced = step.unplaced if step.unplaced is not None else events.iloc[:0]
         # A late or unplaced event was not taken in: sent again (corrected), it is not a repeat.
         refused = pd.concat([step.late["event_id"], unplaced["event_id"]])
@@ -453,21 +475,33 @@ class StreamScorer:
             self.quarantine.extend(refused_rows.astype(object).where(refused_rows.notna(), None).to_dict("records"))
             quarantine = pd.concat([quarantine, refused_rows], ignore_index=True) if len(quarantine) else refused_rows
         idx = step.new_positions
+        gt = self._cache_step(step)
+        t_embedded = time.monotonic()
+        cpu.append(time.thread_time())
         if len(idx) == 0 or step.windows is None:
             return BatchReport(0, [], quarantine, len(step.late), time.monotonic() - started, empty_scores,
                                duplicate_ids)
         w = step.windows
-        parts = score_components(self.detector.model, w, idx)
+        decoded = None
+        if gt is not None:
+            parts, out, b_abs = self.cache.score(gt, w, idx)
+            decoded = (out, b_abs)
+        else:
+            parts = score_components(self.detector.model, w, idx)
         t_scored = time.monotonic()
+        cpu.append(time.thread_time())
         # The detector's own combination of the score parts (its threshold is on that scale).
         combine = getattr(self.detector, "combine", None)
         scores = combine(parts) if combine is not None else parts.sum(axis=1)
         flagged = np.flatnonzero(scores > self.threshold)
-        alerts = self._alerts(w, idx, scores, parts, flagged) if len(flagged) else []
+        alerts = self._alerts(w, idx, scores, parts, flagged, decoded) if len(flagged) else []
         done = time.monotonic()
-        for phase, seconds in (("parse", t_parsed - started), ("state", t_state - t_parsed),
-                               ("score", t_scored - t_state), ("alerts", done - t_scored)):
+        cpu.append(time.thread_time())
+        for j, (phase, seconds) in enumerate((("parse", t_parsed - started), ("state", t_state - t_parsed),
+                                              ("embed", t_embedded - t_state), ("score", t_scored - t_embedded),
+                                              ("alerts", done - t_scored))):
             m.phase_seconds[phase] = m.phase_seconds.get(phase, 0.0) + seconds
+            m.phase_cpu_seconds[phase] = m.phase_cpu_seconds.get(phase, 0.0) + cpu[j + 1] - cpu[j]
         m.events_scored += len(idx)
         m.alerts += len(alerts)
         m.batches += 1
@@ -481,18 +515,30 @@ class StreamScorer:
                               "score": scores, "alert": scores > self.threshold})
         return BatchReport(len(idx), alerts, quarantine, len(step.late), done - started, table, duplicate_ids)
 
-    def _alerts(self, w: Any, idx: np.ndarray, scores: np.ndarray, parts: np.ndarray, flagged: np.ndarray) -> list[dict]:
-        """Alerts for the flagged new events: out at once with the score, its parts and the
-        feature reasons; the model's explanations (attention) and the incidents' blast radius
-        follow from the explanation worker (inline with ``explain="sync"``)."""
+    def _cache_step(self, step: Any) -> Any:
+        """Incremental: embed the snapshots ``step`` closed or changed; returns the windows as
+        tensors for decoding (None on the full-buffer path or when nothing was taken in)."""
+        if self.cache is None or step.windows is None or step.newest is None:
+            return None
+        return self.cache.update(step.windows, step.first_changed, step.newest)
+
+    def _alerts(self, w: Any, idx: np.ndarray, scores: np.ndarray, parts: np.ndarray, flagged: np.ndarray,
+                decoded: tuple | None = None) -> list[dict]:
+        """Alerts for the flagged new events: out with the score, its parts and the feature
+        reasons. Incremental (``decoded``: the decoder's outputs for ``idx``): the model's
+        explanation of every alert is read off the same decoding, before the alerts go out. Else
+        the model's explanations (attention) follow from the explanation worker (inline with
+        ``explain="sync"``). The incidents' blast radius follows from the worker either way."""
         from anomaly_pipeline.training import SCORE_PARTS
 
         calibrated = self.detector.calibrate(scores[flagged]) if self.detector.calibration_ is not None else None
         part_log_p = self._part_log_pvalues(parts[flagged])
-        alerts, positions, touched = [], [], set()
+        alerts, positions, rows, touched = [], [], [], set()
+        # The flagged events' rows in one take (a row at a time is slow on a wide frame).
+        flagged_rows = w.events.iloc[idx[flagged]].to_dict("records")
         for j, i in enumerate(flagged.tolist()):
             pos = int(idx[i])
-            row = w.events.iloc[pos]
+            row = flagged_rows[j]
             if self.checkpoint is not None and not self.checkpoint.claim(f"alert-{row['event_id']}"):
                 continue  # sent before a restart: the re-read batch does not send it again
             summary = event_summary(row)
@@ -520,13 +566,21 @@ class StreamScorer:
             touched.add(incident.incident_id)
             alerts.append(alert)
             positions.append(pos)
+            rows.append(i)
             self.alerts.append(alert)
+        if decoded is not None:
+            self._explain_decoded(w, idx, parts, decoded, alerts, rows)
+        for alert in alerts:
             if self.alert_out is not None:
                 self.alert_out.write(json.dumps(alert, default=str) + "\n")
             if self._sink is not None:
                 self._sink.put(alert)
         if self.alert_out is not None:
             self.alert_out.flush()
+        if decoded is not None:  # explained already: the worker refreshes the blast radii only
+            job = (w, [], [], touched)
+            self._explain(*job) if self._explainer is None else self._explainer.put(job, [])
+            return alerts
         top = sorted(range(len(alerts)), key=lambda k: -alerts[k]["score"])[: self.explain_max]
         chosen = set(top)
         for k, alert in enumerate(alerts):
@@ -538,6 +592,65 @@ class StreamScorer:
         else:
             self._explainer.put(job, alerts)
         return alerts
+
+    def _explain_decoded(self, w: Any, idx: np.ndarray, parts: np.ndarray, decoded: tuple, alerts: list[dict],
+                         rows: list[int]) -> None:
+        """The model's explanation of each of ``alerts`` (row ``rows[k]`` of ``idx``), read off the
+        scoring pass's decoder outputs and the cached snapshots: reasons, the source's temporal
+        attention and its neighbours' graph attention in the most attended window. Highest score
+        first, until ``explain_budget_s`` is spent; the rest say so (``explain_max=0``: none)."""
+        from anomaly_pipeline.explain import _reasons
+        from anomaly_pipeline.streaming.incremental import node_keys
+        from anomaly_pipeline.training import SCORE_PARTS
+
+        if not alerts:
+            return
+        out, b_abs = decoded
+        cache = self.cache
+        model = self.detector.model
+        names = w.nodes["name"].to_numpy()
+        keys = node_keys(w)
+        L, stride_s = cache.history, self.stream_config.stride_s
+        days = f"in {self.stream_config.memory_days:g} days"
+        started = time.monotonic()
+        order = sorted(range(len(alerts)), key=lambda k: -alerts[k]["score"])
+        weights_all = out["time_attention"][0].cpu().numpy()
+        # The graph attention over each alert's source's neighbours in its most attended window,
+        # for all the alerts in one pass (one GAT call per relation).
+        top_of = {k: (int(b_abs[rows[k]]) - L + int(np.argmax(weights_all[rows[k]])), keys[int(w.event_src[idx[rows[k]]])])
+                  for k in order}
+        neighbours_of = cache.neighbour_attention_many(list(top_of.values())) if self.explain_max != 0 else {}
+        for done, k in enumerate(order):
+            alert, j = alerts[k], rows[k]
+            if self.explain_max == 0:
+                alert["explanation"] = "features only: model explanations are off (explain_max=0)"
+                continue
+            spent = time.monotonic() - started
+            if spent > self.explain_budget_s:
+                alert["explanation"] = (f"features only: the model's explanations of this micro-batch took their "
+                                        f"budget ({self.explain_budget_s:g} s) on {done} higher-scored alerts")
+                continue
+            pos = int(idx[j])
+            src, dst = int(w.event_src[pos]), int(w.event_dst[pos])
+            dec_j = {name: out[name][j:j + 1] for name in ("attribute_nll", "attribute_mean")}
+            part_values = dict(zip(SCORE_PARTS, map(float, parts[j]), strict=True))
+            relation = RELATIONS_NAMES[int(w.event_rel[pos])]
+            reasons = _reasons(model, w, pos, dec_j, names[src], names[dst], relation, part_values)
+            b = int(b_abs[j])
+            weights = weights_all[j]
+            time_attention = []
+            for step, weight in enumerate(weights):
+                kb = b - L + step
+                snap = cache.snapshots.get(kb)
+                time_attention.append({
+                    "window_end": str(pd.Timestamp((kb + 1) * stride_s, unit="s", tz="UTC")),
+                    "weight": round(float(weight), 4), "active": bool(snap is not None and snap.row_of(keys[src]) >= 0)})
+            neighbours = [dict(n) for n in neighbours_of[top_of[k]]]
+            with self.incidents.lock:
+                alert["reasons"] = [r.replace("in the data so far", days) for r in reasons] or alert["reasons"]
+                alert["time_attention"] = time_attention
+                alert["neighbours"] = neighbours
+                alert["explanation"] = "model"
 
     def _part_log_pvalues(self, parts: np.ndarray) -> np.ndarray | None:
         """Each part's log tail probability among the validation events (what the Fisher score sums),

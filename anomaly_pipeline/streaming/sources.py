@@ -57,11 +57,29 @@ def _quarantine_row(ref: str, source: str, reason: str, raw: Any) -> dict[str, A
             "event_id": printable(str(event_id)) if event_id not in (None, "") else None}
 
 
+# Text values already found valid, per field: names of users, hosts and processes repeat all the
+# time, so most records skip the character scan. Bounded: cleared when it grows past the cap.
+_TEXT_OK: set[tuple[str, str]] = set()
+_TEXT_OK_CAP = 50_000
+_EVENT_COLUMNS = frozenset(schema.EVENT_COLUMNS)
+
+
 def _text_problem(name: str, value: Any) -> str | None:
     if name == "event_id" and isinstance(value, int) and not isinstance(value, bool):
         return None  # numeric ids are read as text
     if not isinstance(value, str):
         return f"field '{name}' must be text, got {value!r}"
+    if (name, value) in _TEXT_OK:
+        return None
+    problem = _text_value_problem(name, value)
+    if problem is None and name != "event_id":  # event ids do not repeat: not worth remembering
+        if len(_TEXT_OK) >= _TEXT_OK_CAP:
+            _TEXT_OK.clear()
+        _TEXT_OK.add((name, value))
+    return problem
+
+
+def _text_value_problem(name: str, value: str) -> str | None:
     bad = UNSAFE_CHARACTERS.search(value)
     if bad is not None:
         return (f"field '{name}' holds a control character or invalid Unicode (U+{ord(bad.group()):04X} at "
@@ -93,7 +111,7 @@ def _problem(record: dict[str, Any]) -> str | None:
             return f"required field '{name}' is missing or empty"
     if not isinstance(record["ts"], str):
         return f"field 'ts' must be an ISO 8601 time as text, e.g. 2026-01-05T09:00:00Z, got {record['ts']!r}"
-    unknown = set(record) - set(schema.EVENT_COLUMNS)
+    unknown = record.keys() - _EVENT_COLUMNS
     if unknown:
         shown = sorted(printable(str(name)) for name in unknown)
         return f"unknown field(s) {shown}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"

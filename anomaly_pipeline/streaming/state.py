@@ -7,6 +7,11 @@ Two parts:
   when the model is multi-scale, plus ``lookback_buckets``). Each micro-batch is appended, the
   buckets that fell out of the horizon are evicted, and ``graph.build_graph_windows`` runs over
   what is left, so the features are the model's own, not a re-implementation.
+  With ``incremental=True`` (the scorer, for a single-scale model) the embeddings of closed
+  snapshots are cached (``streaming.incremental.SnapshotCache``), so the buffer keeps only the
+  window overlap before the oldest snapshot that is open or changed: each micro-batch rebuilds
+  its new events plus one overlap, not the model's history, and computes no buffer-local rates.
+  An event older than that overlap is refused as late (``lookback_buckets`` widens it).
 * ``HistoryMemory`` keeps what the evicted events leave behind that the features still need:
   per pair, context pair, source, destination, service (destination, port, protocol) and node,
   the count of earlier events, the last two times a pair was seen, running sums of its volumes,
@@ -40,6 +45,7 @@ from anomaly_pipeline.graph import (
     NO_PREVIOUS_GAP_S,
     NODE_FEATURES,
     RELATIONS,
+    EventRates,
     GraphWindows,
     WindowConfig,
     _group_cumcount,
@@ -47,7 +53,7 @@ from anomaly_pipeline.graph import (
     build_graph_windows,
     event_rates,
 )
-from anomaly_pipeline.rates import RateConfig, RateState
+from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _N = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -402,13 +408,22 @@ class StepResult:
     evicted: int
     unscorable: int
     unplaced: pd.DataFrame | None = None
+    # Absolute fine buckets (epoch / stride): the first whose snapshot this step changed (the
+    # oldest new event's, or the open bucket of the step before when that is older) and the newest.
+    first_changed: int | None = None
+    newest: int | None = None
 
 
 class StreamState:
     """The buffer of recent events plus the history memory (module docstring)."""
 
-    def __init__(self, config: StreamConfig) -> None:
+    def __init__(self, config: StreamConfig, *, incremental: bool = False) -> None:
         self.config = config
+        # Incremental: the scorer caches the embeddings of closed snapshots
+        # (``streaming.incremental``), so the buffer only keeps the window overlap (plus
+        # ``lookback_buckets``) before the oldest snapshot that is still open or changed.
+        self.incremental = incremental
+        self._newest: int | None = None  # absolute fine bucket of the newest event taken in
         self.memory = HistoryMemory(config.memory_days)
         # One rate state for the whole stream, continued by each micro-batch's new events.
         self.rate_state = RateState(config.rate)
@@ -447,19 +462,32 @@ class StreamState:
         self._seq += len(events)
         late = events.iloc[:0]
         if self._keep_from is not None and len(events):
-            too_old = self._abs_bucket(events["ts"]) < self._keep_from
+            # Incremental: an event's own snapshot must be rebuildable from the buffer (its window
+            # overlap still held), or the cached embeddings could not follow it.
+            floor = self._keep_from + (self.config.window.overlap_buckets if self.incremental else 0)
+            too_old = self._abs_bucket(events["ts"]) < floor
             late, events = events[too_old], events[~too_old].reset_index(drop=True)
         if len(events) == 0:
             return StepResult(self.windows, np.zeros(0, np.int64), late, 0, 0)
         # The oldest new event decides what the model still needs (out-of-order events inside the
         # horizon are fine).
-        keep_from = int(self._abs_bucket(events["ts"].iloc[[0]])[0]) - self.config.horizon_buckets
+        oldest = int(self._abs_bucket(events["ts"].iloc[[0]])[0])
+        first_changed = oldest if self._newest is None else min(oldest, self._newest)
+        newest = int(self._abs_bucket(events["ts"].iloc[[-1]])[0])
+        newest = newest if self._newest is None else max(newest, self._newest)
+        if self.incremental:
+            keep_from = first_changed - self.config.window.overlap_buckets - self.config.lookback_buckets
+        else:
+            keep_from = oldest - self.config.horizon_buckets
         if self._keep_from is not None:
             keep_from = max(keep_from, self._keep_from)
         evicted = self._evict(keep_from)
+        self._newest = newest
         self._frames.append(events)
         buffer = self.buffer
-        windows = build_graph_windows(buffer, self.config.window, self.config.rate)
+        # Incremental: the rate state is only ever continued with the new events (below), so the
+        # rebuild does not compute buffer-local rates that would be thrown away.
+        windows = build_graph_windows(buffer, self.config.window, self.config.rate, with_rates=not self.incremental)
         self.memory.patch(windows)
         self.windows = windows
         seq = windows.events[SEQ].to_numpy()
@@ -475,12 +503,16 @@ class StreamState:
             self._continue_rates(windows, pos[found])
         self._rates_fresh = False
         unplaced = events[~found].drop(columns=SEQ)
-        return StepResult(windows, pos[found], late, evicted, len(unplaced), unplaced)
+        return StepResult(windows, pos[found], late, evicted, len(unplaced), unplaced, first_changed, newest)
 
     def _continue_rates(self, windows: GraphWindows, positions: np.ndarray) -> None:
         """Feed the new events (at ``positions`` of ``windows``, features already patched) to the
         stream's rate state in time order and write their rates into ``windows.rates``."""
         rows = np.sort(positions)
+        if windows.rates is None and self.incremental:
+            shape = (len(windows.event_src), len(self.config.rate.tick_seconds), len(ASPECTS))
+            windows.rates = EventRates(np.zeros(shape, np.float32), np.zeros(shape, np.float32),
+                                       np.zeros(shape[:2], np.float32), self.rate_state)
         if windows.rates is None or len(rows) == 0:
             return
         names = windows.nodes["name"].astype("string").to_numpy(dtype=object)
