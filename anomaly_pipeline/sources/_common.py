@@ -924,7 +924,12 @@ def _constant_strings(value: str | None, n: int) -> pd.arrays.StringArray:
     if template is None:
         if len(_TEMPLATES) >= 8:  # bounded: at most 8 arrays of one chunk's length
             _TEMPLATES.clear()
-        template = _TEMPLATES[key] = pd.arrays.StringArray(np.full(n, value, dtype=object))
+        filled = np.empty(n, dtype=object)
+        # ndarray.fill stores the one object in every slot; np.full(n, "auth", dtype=object)
+        # goes through a numpy str_ array and makes n separate str objects (slow, and n times
+        # the memory).
+        filled.fill(value)
+        template = _TEMPLATES[key] = pd.arrays.StringArray(filled)
     return template.copy()
 
 
