@@ -1106,8 +1106,14 @@ def _early_reasons(
     early = {int(i): (STAGE_PARSE, str(parse_error.iat[i])) for i in np.flatnonzero(parse_failed)}
     if "event_id" not in raw.columns:
         return early
-    ids = raw["event_id"].where(~parse_failed)
-    repeat = (ids.notna() & ids.duplicated(keep="first")).to_numpy()
+    ids = raw["event_id"].where(~parse_failed) if parse_failed.any() else raw["event_id"]
+    array = ids.array
+    # The object hashtable on the StringArray's own values: no copy, no NA conversion.
+    values = array._ndarray if isinstance(array, pd.arrays.StringArray) else ids.to_numpy(dtype=object)
+    repeat = pd.Series(values, copy=False).duplicated(keep="first").to_numpy()
+    if not repeat.any():
+        return early
+    repeat &= ids.notna().to_numpy()
     if not repeat.any():
         return early
     refs = raw["raw_ref"] if "raw_ref" in raw.columns else pd.Series(pd.NA, index=raw.index)
