@@ -1037,7 +1037,11 @@ def _file_codes(frame: pd.DataFrame) -> np.ndarray:
     n = len(frame)
     if "raw_ref" not in frame.columns or n == 0:
         return np.zeros(n, dtype=np.int64)
-    refs = pa.array(frame["raw_ref"].to_numpy(dtype=object, na_value=None), type=pa.string())
+    column = frame["raw_ref"].array
+    if isinstance(column, pd.arrays.StringArray):  # str / pd.NA objects: Arrow reads them as they are
+        refs = pa.array(column._ndarray, type=pa.string(), from_pandas=True)
+    else:
+        refs = pa.array(frame["raw_ref"].to_numpy(dtype=object, na_value=None), type=pa.string())
     first = refs[0].as_py()
     rest = np.ones(n, dtype=bool)
     if first is not None and ":" in first:
