@@ -957,8 +957,9 @@ def _strings(values: np.ndarray) -> pd.arrays.StringArray:
     n = len(values)
     if n < 1024:
         return pd.arrays.StringArray(values)
-    buffer = (ctypes.c_int64 * n).from_address(np.ascontiguousarray(values).ctypes.data)
-    codes, _ = pd.factorize(np.frombuffer(buffer, dtype=np.int64))
+    values = np.ascontiguousarray(values)  # held here while its pointers are read
+    buffer = (ctypes.c_int64 * n).from_address(values.ctypes.data)
+    codes, _ = pd.factorize(np.frombuffer(buffer, dtype=np.int64))  # one code per distinct object
     if codes.max() >= n // 8:
         return pd.arrays.StringArray(values)
     running = np.maximum.accumulate(codes)
