@@ -215,6 +215,12 @@ def check_file(path: Path, fmt: Format, drawn: Drawn | None = None) -> tuple[pd.
     """Read and validate ``path``; assert the invariants every input must keep."""
     raw = read_events(path, fmt.name)  # raises nothing: any bad record is a row
     result = validate_events(raw, POLICY)
+    # The vectorised engine and GX on every row agree on every output (test_validation_engines).
+    full = validate_events(raw, POLICY, engine="gx")
+    pd.testing.assert_frame_equal(result.valid, full.valid)
+    pd.testing.assert_frame_equal(result.quarantined, full.quarantined)
+    pd.testing.assert_frame_equal(result.expectations, full.expectations)
+    assert result.reason_counts == full.reason_counts and result.gx_success == full.gx_success
     assert result.rows_read == len(raw)
     assert result.rows_read == result.rows_valid + result.rows_quarantined
     q = result.quarantined

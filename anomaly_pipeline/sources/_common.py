@@ -33,6 +33,7 @@ last complete line; the partial line is that row's excerpt.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import io
 import json
@@ -891,10 +892,11 @@ def build_chunk(
     if ids is not None:
         ids = expand(ids, None, object)
         missing = pd.isna(ids)
-        default_ids = np.where(missing, default_ids, ids)
-    columns["event_id"] = _typed(default_ids, "string")
+        columns["event_id"] = _typed(np.where(missing, default_ids, ids), "string")
+    else:
+        columns["event_id"] = _str_only(default_ids)
     columns["source"] = _constant_strings(adapter, n)
-    columns["raw_ref"] = _typed(_strings_from(f"{ref_name}:", line_numbers), "string")
+    columns["raw_ref"] = _str_only(_strings_from(f"{ref_name}:", line_numbers))
     if errors:
         parse_error = np.full(n, None, dtype=object)
         raw_excerpt = np.full(n, None, dtype=object)
@@ -924,14 +926,55 @@ def _constant_strings(value: str | None, n: int) -> pd.arrays.StringArray:
     if template is None:
         if len(_TEMPLATES) >= 8:  # bounded: at most 8 arrays of one chunk's length
             _TEMPLATES.clear()
-        template = _TEMPLATES[key] = pd.arrays.StringArray(np.full(n, value, dtype=object))
+        filled = np.empty(n, dtype=object)
+        # ndarray.fill stores the one object in every slot; np.full(n, "auth", dtype=object)
+        # goes through a numpy str_ array and makes n separate str objects (slow, and n times
+        # the memory).
+        filled.fill(value)
+        template = _TEMPLATES[key] = pd.arrays.StringArray(filled)
     return template.copy()
+
+
+_NO_STRINGS = pd.arrays.StringArray(np.empty(0, dtype=object))
+
+
+def _str_only(values: np.ndarray) -> pd.arrays.StringArray:
+    """An object array that holds only ``str`` (Arrow made it, no nulls) as a StringArray.
+
+    StringArray's constructor checks every value (~15-25 ns a row); these arrays cannot fail
+    the check, so they are wrapped as they are (pandas' own path for backing data it trusts).
+    """
+    return _NO_STRINGS._from_backing_data(values)
+
+
+def _strings(values: np.ndarray) -> pd.arrays.StringArray:
+    """A StringArray of an object array of str / None, checked once per distinct object.
+
+    Adapters map text columns through a lookup of distinct values, so a column of a million
+    rows holds a few thousand objects: those are checked (and None made pd.NA), and the rows
+    only indexed. Columns with many distinct objects take StringArray's per-row check.
+    """
+    n = len(values)
+    if n < 1024:
+        return pd.arrays.StringArray(values)
+    values = np.ascontiguousarray(values)  # held here while its pointers are read
+    buffer = (ctypes.c_int64 * n).from_address(values.ctypes.data)
+    codes, _ = pd.factorize(np.frombuffer(buffer, dtype=np.int64))  # one code per distinct object
+    if codes.max() >= n // 8:
+        return pd.arrays.StringArray(values)
+    running = np.maximum.accumulate(codes)
+    distinct = values[np.flatnonzero(np.diff(running, prepend=-1) > 0)]  # one per code, in code order
+    if not all(v is None or type(v) is str for v in distinct):
+        return pd.arrays.StringArray(values)  # raises for what is not text, converts NaN
+    lookup = np.empty(len(distinct), dtype=object)
+    lookup[:] = [pd.NA if v is None else v for v in distinct]
+    return _NO_STRINGS._from_backing_data(lookup[codes])
 
 
 def _typed(values: np.ndarray, dtype: str) -> Any:
     """``values`` as a pandas array of the contract dtype ``dtype``, built without copying."""
     if dtype == "string":
-        return pd.arrays.StringArray(values)  # validates: str or None (-> NA) only
+        return _strings(values)  # str or None (-> NA) only
     if dtype.startswith("datetime64"):
         return pd.DatetimeIndex(values.view("M8[ns]")).tz_localize("UTC").array
     if dtype == "boolean":

@@ -93,9 +93,9 @@ SPECS: dict[str, common.DelimitedSpec] = {
         ),
         {
             "time": _I,
-            "source user@domain": _S,
-            "source computer": _S,
-            "destination computer": _S,
+            "source user@domain": _D,
+            "source computer": _D,
+            "destination computer": _D,
             "authentication type": _D,
             "logon type": _D,
             "success/failure": _D,
