@@ -819,9 +819,11 @@ def score_components(
     gt = GraphTensors(windows, device)
     n_events = len(windows.event_src)
     idx = np.arange(n_events) if idx is None else np.asarray(idx)
-    parts = np.full((n_events, len(SCORE_PARTS)), np.nan)
     wanted = np.zeros(n_events, dtype=bool)
     wanted[idx] = True
+    # One row per wanted event (not per event of the windows): ``row_of[e]`` is event e's row.
+    row_of = np.cumsum(wanted) - 1
+    parts = np.full((int(wanted.sum()), len(SCORE_PARTS)), np.nan)
     L = model.config.history
     w = windows
     if len(idx):
@@ -850,8 +852,8 @@ def score_components(
         if inverse is not None:
             back = torch.from_numpy(inverse).to(device)
             out = {k: (out[k][back] if out[k] is not None else None) for k in _PER_ROW_OUTPUTS}
-        parts[sel] = decoded_parts(model, w, sel, out)
-    return parts[idx]
+        parts[row_of[sel]] = decoded_parts(model, w, sel, out)
+    return parts[row_of[idx]]
 
 
 def score_events(
