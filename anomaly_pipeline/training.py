@@ -841,7 +841,7 @@ def score_components(
         inverse = None
         if dedupe and max(n_events, windows.n_buckets, windows.n_nodes) < 2**31 - 1:
             first, inverse = _distinct_rows([*ids, x, log_rate])
-            if len(first) < 0.9 * len(sel):
+            if len(first) < len(sel):
                 rows = first
             else:
                 inverse = None

@@ -155,8 +155,14 @@ def test_deduplicated_scoring_equals_scoring_every_event(trained, small_events):
 
     det, _ = trained
     flows = small_events[small_events["event_type"] == "network_flow"]
-    flood = flows.iloc[len(flows) // 2: len(flows) // 2 + 20]
-    copies = [flood.assign(event_id=flood["event_id"] + f"-{i}", raw_ref=flood["raw_ref"] + f"-{i}") for i in range(8)]
+    # Five floods to new external addresses, 40 flows each in the same minute without volumes:
+    # from the third flow of a flood on, the flows' model inputs are identical.
+    flood = flows.iloc[len(flows) // 2: len(flows) // 2 + 5].copy()
+    flood["dst_host"] = [f"198.51.100.{200 + i}" for i in range(len(flood))]
+    for column in ("bytes_out", "bytes_in", "packets", "duration_s"):
+        flood[column] = pd.NA
+    copies = [flood.assign(event_id=flood["event_id"] + f"-{i}", raw_ref=flood["raw_ref"] + f"-{i}")
+              for i in range(40)]
     events = pd.concat([small_events, *copies], ignore_index=True)
     w = build_graph_windows(events, WindowConfig(stride_hours=1, window_hours=2, history=det.model.config.history,
                                                  train_fraction=0.6, validation_fraction=0.2))
