@@ -74,6 +74,10 @@ def explain_events(
     L = model.config.history
     stride = pd.Timedelta(hours=w.config.stride_hours)
     names = w.nodes["name"].to_numpy()
+    if len(idx):
+        # The coarse (daily) snapshots are embedded once for all events, as in scoring
+        # (``score_components``), not again for every event explained.
+        gt.freeze_coarse(model, int(w.event_bucket[idx].min()), int(w.event_bucket[idx].max()))
     out: list[EventExplanation] = []
     for i in idx:
         b = int(w.event_bucket[i])

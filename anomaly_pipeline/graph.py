@@ -326,58 +326,140 @@ def _is_internal_address(name: str) -> bool:
     return any(address in net for net in _INTERNAL_NETWORKS if net.version == address.version)
 
 
-def _scored_edges(events: pd.DataFrame) -> pd.DataFrame:
-    """Per event: (src name, src type, dst name, dst type, relation, context name, context type)."""
+_TYPE_CODE = {t: i for i, t in enumerate(NODE_TYPES)}
+
+
+@dataclass
+class _EdgeArrays:
+    """Per event, the scored edge as arrays: names (object arrays, None where absent), node type
+    codes (index into ``NODE_TYPES``, -1 where absent) and the relation index (-1: no edge)."""
+
+    src: np.ndarray
+    src_type: np.ndarray
+    dst: np.ndarray
+    dst_type: np.ndarray
+    rel: np.ndarray
+    ctx: np.ndarray
+    ctx_type: np.ndarray
+
+    @property
+    def usable(self) -> np.ndarray:
+        return (self.rel >= 0) & pd.notna(self.src) & pd.notna(self.dst)
+
+    def take(self, mask: np.ndarray) -> _EdgeArrays:
+        return _EdgeArrays(*(getattr(self, f)[mask] for f in
+                             ("src", "src_type", "dst", "dst_type", "rel", "ctx", "ctx_type")))
+
+
+def _object_names(column: pd.Series) -> np.ndarray:
+    """A string column as an object array of str, None where missing (no copy of the strings)."""
+    values = column.astype("string").to_numpy(dtype=object, na_value=None)
+    return values
+
+
+def _edge_arrays(events: pd.DataFrame) -> _EdgeArrays:
+    """Vectorised core of ``_scored_edges``: per event, the scored edge as arrays."""
     et = events["event_type"].astype("string").fillna("")
-    user = events["user"].astype("string")
-    src_host = events["src_host"].astype("string")
-    dst_host = events["dst_host"].astype("string")
-    process = events["process"].astype("string")
+    user_s = events["user"].astype("string")
+    src_s = events["src_host"].astype("string")
+    dst_s = events["dst_host"].astype("string")
 
     # A flow destination is a host when it is ever a source, an auth target or a private address.
-    known_hosts = set(src_host.dropna().unique()) | set(dst_host[et == "auth"].dropna().unique())
-    flow_dst = dst_host[et.isin(["network_flow", "dns"])].dropna().unique()
+    known_hosts = set(src_s.dropna().unique()) | set(dst_s[et == "auth"].dropna().unique())
+    flow_dst = dst_s[et.isin(["network_flow", "dns"])].dropna().unique()
     internal = {d for d in flow_dst if d in known_hosts or _is_internal_address(d)}
 
+    et = et.to_numpy(dtype=object)
+    user, src_host, dst_host = _object_names(user_s), _object_names(src_s), _object_names(dst_s)
+    process = _object_names(events["process"])
+    has_user = user_s.notna().to_numpy()
+    has_src = src_s.notna().to_numpy()
     n = len(events)
-    out = pd.DataFrame(
-        {
-            "src": pd.Series([pd.NA] * n, dtype="string"),
-            "src_type": "",
-            "dst": pd.Series([pd.NA] * n, dtype="string"),
-            "dst_type": "",
-            "relation": "",
-            "ctx": pd.Series([pd.NA] * n, dtype="string"),
-            "ctx_type": "",
-        },
-        index=events.index,
+    out = _EdgeArrays(
+        src=np.full(n, None, dtype=object), src_type=np.full(n, -1, np.int8),
+        dst=np.full(n, None, dtype=object), dst_type=np.full(n, -1, np.int8),
+        rel=np.full(n, -1, np.int8),
+        ctx=np.full(n, None, dtype=object), ctx_type=np.full(n, -1, np.int8),
     )
 
     def assign(mask, src, src_t, dst, dst_t, rel, ctx, ctx_t):
-        out.loc[mask, "src"] = src[mask]
-        out.loc[mask, "src_type"] = src_t
-        out.loc[mask, "dst"] = dst[mask]
-        out.loc[mask, "dst_type"] = dst_t
-        out.loc[mask, "relation"] = rel
+        out.src[mask] = src[mask]
+        out.src_type[mask] = _TYPE_CODE[src_t]
+        out.dst[mask] = dst[mask]
+        out.dst_type[mask] = _TYPE_CODE[dst_t]
+        out.rel[mask] = RELATION_INDEX[rel]
         if ctx is not None:
-            out.loc[mask, "ctx"] = ctx[mask]
-            out.loc[mask, "ctx_type"] = ctx_t
+            out.ctx[mask] = ctx[mask]
+            out.ctx_type[mask] = _TYPE_CODE[ctx_t]
 
     is_auth = et == "auth"
     # Logon with a known account: user -> destination host, source host as context.
-    assign(is_auth & user.notna(), user, "user", dst_host, "host", "logs_on", src_host, "host")
+    assign(is_auth & has_user, user, "user", dst_host, "host", "logs_on", src_host, "host")
     # Machine-to-machine authentication without an account name.
-    assign(is_auth & user.isna(), src_host, "host", dst_host, "host", "auth_to", None, None)
+    assign(is_auth & ~has_user, src_host, "host", dst_host, "host", "auth_to", None, None)
     is_proc = et == "process_start"
-    assign(is_proc & src_host.notna(), src_host, "host", process, "process", "runs", user, "user")
-    is_flow = et.isin(["network_flow", "dns", "file_access"])
-    dst_internal = dst_host.isin(internal).fillna(False)
+    assign(is_proc & has_src, src_host, "host", process, "process", "runs", user, "user")
+    is_flow = np.isin(et, ["network_flow", "dns", "file_access"])
+    dst_internal = dst_s.isin(internal).fillna(False).to_numpy(dtype=bool)
     assign(is_flow & dst_internal, src_host, "host", dst_host, "host", "flows_to", user, "user")
     assign(is_flow & ~dst_internal, src_host, "host", dst_host, "external", "flows_to_ext", user, "user")
     # A process start whose host is only known through the user is still a user -> process edge.
-    assign(is_proc & src_host.isna() & user.notna(), user, "user", process, "process", "starts", None, None)
-    out.loc[out["ctx"].isna(), "ctx_type"] = ""
+    assign(is_proc & ~has_src & has_user, user, "user", process, "process", "starts", None, None)
+    out.ctx_type[pd.isna(out.ctx)] = -1  # no context node, no context type
     return out
+
+
+def _scored_edges(events: pd.DataFrame) -> pd.DataFrame:
+    """Per event: (src name, src type, dst name, dst type, relation, context name, context type)."""
+    e = _edge_arrays(events)
+    types = np.array([*NODE_TYPES, ""], dtype=object)  # code -1 -> ""
+    relations = np.array([*(r[1] for r in RELATIONS), ""], dtype=object)
+    out = pd.DataFrame(
+        {
+            "src": pd.array(e.src, dtype="string"),
+            "src_type": types[e.src_type],
+            "dst": pd.array(e.dst, dtype="string"),
+            "dst_type": types[e.dst_type],
+            "relation": relations[e.rel],
+            "ctx": pd.array(e.ctx, dtype="string"),
+            "ctx_type": types[e.ctx_type],
+        },
+        index=events.index,
+    )
+    return out
+
+
+def _node_table(e: _EdgeArrays) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """One node per (type, name), sorted by (type in ``NODE_TYPES`` order, name), and the node
+    ids of every event's source, destination and context (-1 where none), as int64 arrays.
+
+    Vectorised: names are factorised once over all three roles, ranked by their sort order, and
+    a node is the (type, name rank) pair, so no per-event Python object is made."""
+    n = len(e.rel)
+    names = np.concatenate([e.src, e.dst, e.ctx])
+    types = np.concatenate([e.src_type, e.dst_type, e.ctx_type]).astype(np.int64)
+    codes, uniques = pd.factorize(names, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    U = len(uniques)
+    rank = np.empty(U, dtype=np.int64)
+    rank[np.argsort(uniques, kind="stable")] = np.arange(U)
+    ok = (codes >= 0) & (types >= 0)
+    key = np.where(ok, types * max(U, 1) + rank[np.maximum(codes, 0)] if U else 0, -1)
+    present = np.zeros(len(NODE_TYPES) * max(U, 1), dtype=bool)
+    present[key[ok]] = True
+    node_keys = np.flatnonzero(present)
+    id_of_key = np.cumsum(present) - 1
+    ids = np.where(ok, id_of_key[np.maximum(key, 0)], -1).astype(np.int64)
+    node_type_code = node_keys // max(U, 1)
+    by_rank = np.argsort(rank) if U else np.zeros(0, np.int64)  # name at each rank
+    node_names = uniques[by_rank[node_keys % max(U, 1)]] if U else np.zeros(0, dtype=object)
+    first_of_type = np.searchsorted(node_type_code, node_type_code, side="left")
+    nodes = pd.DataFrame({
+        "name": pd.array(node_names, dtype="string"),
+        "node_type": np.array(NODE_TYPES, dtype=object)[node_type_code],
+        "type_index": np.arange(len(node_keys), dtype=np.int64) - first_of_type,
+    })
+    return nodes, ids[:n], ids[n:2 * n], ids[2 * n:]
 
 
 def _group_cumcount(keys: np.ndarray) -> np.ndarray:
@@ -415,17 +497,24 @@ def epoch_seconds(ts: pd.Series) -> np.ndarray:
     return ts.astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
 
 
-def event_rates(edges: pd.DataFrame, rel: np.ndarray, ts: pd.Series, failed: np.ndarray, novel: np.ndarray,
-                config: RateConfig | None = None, state: RateState | None = None, chunk: int = 1_000_000) -> EventRates:
+def event_rates(edges: pd.DataFrame | None, rel: np.ndarray, ts: pd.Series, failed: np.ndarray, novel: np.ndarray,
+                config: RateConfig | None = None, state: RateState | None = None, chunk: int = 1_000_000,
+                *, hashes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> EventRates:
     """Rate state of each scored edge (``anomaly_pipeline.rates``; ``failed`` 1 where the event
     failed, ``novel`` 1 where its edge was never seen before), fed in chunks of ``chunk``
-    events so memory stays bounded; ``state`` continues an earlier stream (streaming)."""
+    events so memory stays bounded; ``state`` continues an earlier stream (streaming).
+
+    ``hashes`` = (source, destination, actor) ``node_hash`` ids per event, when the caller has
+    them (hashed once per node, not per event); else they are hashed from ``edges``."""
     state = state if state is not None else RateState(config or RateConfig())
-    src = node_hash(edges["src_type"].astype(str) + ":" + edges["src"].astype(str))
-    dst = node_hash(edges["dst_type"].astype(str) + ":" + edges["dst"].astype(str))
-    # The acting host: where a logon came from (its context host), else the source.
-    from_host = (edges["relation"].to_numpy() == "logs_on") & edges["ctx"].notna().to_numpy()
-    actor = np.where(from_host, node_hash(edges["ctx_type"].astype(str) + ":" + edges["ctx"].astype(str)), src)
+    if hashes is not None:
+        src, dst, actor = hashes
+    else:
+        src = node_hash(edges["src_type"].astype(str) + ":" + edges["src"].astype(str))
+        dst = node_hash(edges["dst_type"].astype(str) + ":" + edges["dst"].astype(str))
+        # The acting host: where a logon came from (its context host), else the source.
+        from_host = (edges["relation"].to_numpy() == "logs_on") & edges["ctx"].notna().to_numpy()
+        actor = np.where(from_host, node_hash(edges["ctx_type"].astype(str) + ":" + edges["ctx"].astype(str)), src)
     seconds = epoch_seconds(ts)
     counts, totals, ticks = [], [], []
     for lo in range(0, len(src), chunk):
@@ -452,36 +541,25 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     """
     if events.empty:
         raise ValueError("no events to build graph windows from: ingestion or validation produced 0 rows")
-    events = events.sort_values("ts", kind="stable").reset_index(drop=True)
-    edges = _scored_edges(events)
-    usable = edges["src"].notna() & edges["dst"].notna() & (edges["relation"] != "")
+    # No copy of the (large) event table unless it must be reordered or filtered: a shallow copy
+    # shares the columns, and the columns added below do not reach the caller's frame.
+    ts_ns = events["ts"].to_numpy(dtype="datetime64[ns]") if len(events) else np.zeros(0, "datetime64[ns]")
+    if len(ts_ns) > 1 and (ts_ns[1:] < ts_ns[:-1]).any():
+        events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    elif not isinstance(events.index, pd.RangeIndex) or events.index.start != 0 or events.index.step != 1:
+        events = events.reset_index(drop=True)
+    else:
+        events = events.copy(deep=False)
+    e = _edge_arrays(events)
+    usable = e.usable
     dropped = int((~usable).sum())
-    events = events[usable.to_numpy()].reset_index(drop=True)
-    edges = edges[usable.to_numpy()].reset_index(drop=True)
+    if dropped:
+        events = events[usable].reset_index(drop=True)
+        e = e.take(usable)
 
-    # Node table: one node per (type, name).
-    frames = [
-        edges[["src", "src_type"]].set_axis(["name", "node_type"], axis=1),
-        edges[["dst", "dst_type"]].set_axis(["name", "node_type"], axis=1),
-        edges.loc[edges["ctx"].notna(), ["ctx", "ctx_type"]].set_axis(["name", "node_type"], axis=1),
-    ]
-    nodes = pd.concat(frames, ignore_index=True).drop_duplicates().reset_index(drop=True)
-    nodes["type_order"] = nodes["node_type"].map({t: i for i, t in enumerate(NODE_TYPES)})
-    nodes = nodes.sort_values(["type_order", "name"]).reset_index(drop=True).drop(columns="type_order")
-    nodes["type_index"] = nodes.groupby("node_type").cumcount()
-    key_to_id = {(t, n): i for i, (n, t) in enumerate(zip(nodes["name"], nodes["node_type"], strict=True))}
-
-    def ids(name_col: str, type_col: str) -> np.ndarray:
-        return np.array(
-            [
-                key_to_id.get((t, n), -1) if isinstance(n, str) else -1
-                for n, t in zip(edges[name_col].astype(object), edges[type_col], strict=True)
-            ],
-            dtype=np.int64,
-        )
-
-    src, dst, ctx = ids("src", "src_type"), ids("dst", "dst_type"), ids("ctx", "ctx_type")
-    rel = edges["relation"].map(RELATION_INDEX).to_numpy(dtype=np.int64)
+    # Node table: one node per (type, name), and every event's node ids (int64, -1 for none).
+    nodes, src, dst, ctx = _node_table(e)
+    rel = e.rel.astype(np.int64)
     n_nodes = len(nodes)
 
     ts = events["ts"]
@@ -536,38 +614,46 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     log_gap_before = np.log1p(np.where(np.isnan(prev2), NO_PREVIOUS_GAP_S, prev - prev2))
     irregularity = np.where(np.isnan(prev2), np.log1p(NO_PREVIOUS_GAP_S), np.abs(log_gap - log_gap_before))
 
-    event_x = np.column_stack(
-        [
-            np.sin(2 * np.pi * hour / 24),
-            np.cos(2 * np.pi * hour / 24),
-            weekend,
-            auth_failed,
-            (auth_type == "ntlm").fillna(False).to_numpy().astype(np.float32),
-            (auth_type == "kerberos").fillna(False).to_numpy().astype(np.float32),
-            (protocol == "udp").to_numpy().astype(np.float32),
-            (protocol == "icmp").to_numpy().astype(np.float32),
-            np.log1p(bytes_out),
-            np.log1p(bytes_in),
-            np.log1p(duration),
-            np.log1p(packets),
-            (pair_prior == 0).astype(np.float32),
-            ((ctx >= 0) & (ctx_prior == 0)).astype(np.float32),
-            (dst_prior == 0).astype(np.float32),
-            (src_prior == 0).astype(np.float32),
-            ((service >= 0) & (service_prior == 0)).astype(np.float32),
-            (src_hour_prior_days + 1.0) / (src_prior_days + HOUR_BINS),
-            log_gap,
-            irregularity,
-            _prior_mean(np.log1p(bytes_out), pair_key, src),
-            _prior_mean(np.log1p(bytes_in), pair_key, src),
-            _prior_mean(np.log1p(duration), pair_key, src),
-        ]
-    ).astype(np.float32)
+    # Filled column by column into float32 (each column computed in float64 and rounded once, as
+    # before): no [n, features] float64 intermediate.
+    columns = [
+        lambda: np.sin(2 * np.pi * hour / 24),
+        lambda: np.cos(2 * np.pi * hour / 24),
+        lambda: weekend,
+        lambda: auth_failed,
+        lambda: (auth_type == "ntlm").fillna(False).to_numpy().astype(np.float32),
+        lambda: (auth_type == "kerberos").fillna(False).to_numpy().astype(np.float32),
+        lambda: (protocol == "udp").to_numpy().astype(np.float32),
+        lambda: (protocol == "icmp").to_numpy().astype(np.float32),
+        lambda: np.log1p(bytes_out),
+        lambda: np.log1p(bytes_in),
+        lambda: np.log1p(duration),
+        lambda: np.log1p(packets),
+        lambda: (pair_prior == 0).astype(np.float32),
+        lambda: ((ctx >= 0) & (ctx_prior == 0)).astype(np.float32),
+        lambda: (dst_prior == 0).astype(np.float32),
+        lambda: (src_prior == 0).astype(np.float32),
+        lambda: ((service >= 0) & (service_prior == 0)).astype(np.float32),
+        lambda: (src_hour_prior_days + 1.0) / (src_prior_days + HOUR_BINS),
+        lambda: log_gap,
+        lambda: irregularity,
+        lambda: _prior_mean(np.log1p(bytes_out), pair_key, src),
+        lambda: _prior_mean(np.log1p(bytes_in), pair_key, src),
+        lambda: _prior_mean(np.log1p(duration), pair_key, src),
+    ]
+    event_x = np.empty((len(src), len(columns)), dtype=np.float32)
+    for j, column in enumerate(columns):
+        event_x[:, j] = column()
+    del columns, prev, prev2, log_gap_before
     assert event_x.shape[1] == len(EVENT_FEATURES)
 
     # Rate state per aspect (edge, source, destination, source x relation), by typed node name.
-    rates = event_rates(edges, rel, events["ts"], auth_failed, (pair_prior == 0).astype(np.int8), rate_config) \
-        if with_rates else None
+    rates = None
+    if with_rates:
+        node_h = node_hash(nodes["node_type"].astype(str) + ":" + nodes["name"].astype(str))
+        actor = np.where((rel == RELATION_INDEX["logs_on"]) & (ctx >= 0), node_h[np.maximum(ctx, 0)], node_h[src])
+        rates = event_rates(None, rel, events["ts"], auth_failed, (pair_prior == 0).astype(np.int8), rate_config,
+                            hashes=(node_h[src], node_h[dst], actor))
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
     shared = {
@@ -603,10 +689,10 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
                                  **shared),
         )
 
-    out_events = events.copy()
+    out_events = events  # already this function's own (shallow) frame
     out_events["bucket"] = bucket
     out_events["split"] = np.array(SPLITS, dtype=object)[split]
-    out_events["relation"] = edges["relation"].to_numpy()
+    out_events["relation"] = np.array([r[1] for r in RELATIONS], dtype=object)[rel]
     return GraphWindows(
         config=config,
         t0=t0,
@@ -664,23 +750,31 @@ def _snapshot_features(
     role_node, role, ev = role_node[ok], role[ok], ev[ok]
     is_flow = np.isin(event_type, ["network_flow", "dns", "file_access"])
     logon_ctx = (role == 2) & (rel[ev] == RELATION_INDEX["logs_on"])
+    # Compact columns: the 0/1 indicators as int32 (their sums are exact counts, as the float64
+    # sums were), ids as int32 where they fit; only the byte volumes stay float64.
+    id_dtype = np.int32 if max(K, N) < 2**31 - 1 else np.int64
+    is_auth_ev = event_type == "auth"
+    is_proc_ev = event_type == "process_start"
     frame = pd.DataFrame(
         {
-            "b": bucket[ev],
-            "n": role_node,
-            "out": ((role == 0) | logon_ctx).astype(np.float64),
-            "in": (role == 1).astype(np.float64),
-            "any": 1.0,
-            "fail": auth_failed[ev].astype(np.float64),
-            "first": first_seen[ev].astype(np.float64),
-            "auth": (event_type[ev] == "auth").astype(np.float64),
-            "proc": (event_type[ev] == "process_start").astype(np.float64),
-            "flow": is_flow[ev].astype(np.float64),
+            "b": bucket[ev].astype(id_dtype),
+            "n": role_node.astype(id_dtype),
+            "out": ((role == 0) | logon_ctx).astype(np.int32),
+            "in": (role == 1).astype(np.int32),
+            "any": np.ones(len(ev), np.int32),
+            "fail": auth_failed[ev].astype(np.int32),
+            "first": first_seen[ev].astype(np.int32),
+            "auth": is_auth_ev[ev].astype(np.int32),
+            "proc": is_proc_ev[ev].astype(np.int32),
+            "flow": is_flow[ev].astype(np.int32),
             "bout": np.where(role == 0, bytes_out[ev], 0.0),
             "bin": np.where(role == 0, bytes_in[ev], 0.0),
         }
     )
+    del is_auth_ev, is_proc_ev
     per_bucket = frame.groupby(["b", "n"], sort=False).sum().reset_index()
+    del frame
+    per_bucket[["b", "n"]] = per_bucket[["b", "n"]].astype(np.int64)
     peers_out = (
         pd.DataFrame({"b": bucket, "n": src, "p": dst}).drop_duplicates().groupby(["b", "n"]).size().rename("pout")
     )

@@ -789,19 +789,41 @@ def decoded_parts(model: HybridGNNLSTM, windows: GraphWindows, sel: np.ndarray, 
     return parts
 
 
-@torch.no_grad()
+# The decoded outputs ``decoded_parts`` reads, one row per decoded row.
+_PER_ROW_OUTPUTS = ("link_logit", "flag_surprise", "attribute_excess", "rate_log_correction", "attack_logit")
+
+
+def _distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """First position of each distinct row of ``columns`` (1-D or 2-D arrays of 4-byte values,
+    aligned) and, per row, the index of its distinct row. Rows compare bit for bit."""
+    parts = [np.ascontiguousarray(c).reshape(len(c), -1).view(np.int32) for c in columns]
+    packed = np.ascontiguousarray(np.concatenate(parts, axis=1))
+    keys = packed.view(np.dtype((np.void, packed.dtype.itemsize * packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+@torch.inference_mode()
 def score_components(
-    model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24
+    model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24,
+    dedupe: bool = True,
 ) -> np.ndarray:
-    """Per event, the surprisal (nats) of each factor in ``SCORE_PARTS``: [len(idx), 3]."""
+    """Per event, the surprisal (nats) of each factor in ``SCORE_PARTS``: [len(idx), 3].
+
+    Events whose model inputs are identical (bucket, endpoints, relation, event features and
+    expected rates, bit for bit; common in floods and scans) are decoded once (``dedupe``): the
+    decoder is a function of its row alone, so their outputs are the same. The per-event parts
+    that do not go through the model (hour profile, rate surprise) are computed per event."""
     model.eval()
     device = next(model.parameters()).device
     gt = GraphTensors(windows, device)
     n_events = len(windows.event_src)
     idx = np.arange(n_events) if idx is None else np.asarray(idx)
-    parts = np.full((n_events, len(SCORE_PARTS)), np.nan)
     wanted = np.zeros(n_events, dtype=bool)
     wanted[idx] = True
+    # One row per wanted event (not per event of the windows): ``row_of[e]`` is event e's row.
+    row_of = np.cumsum(wanted) - 1
+    parts = np.full((int(wanted.sum()), len(SCORE_PARTS)), np.nan)
     L = model.config.history
     w = windows
     if len(idx):
@@ -812,13 +834,26 @@ def score_components(
         if len(sel) == 0:
             continue
         batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
+        ids = [a[sel].astype(np.int32) for a in (w.event_bucket, w.event_src, w.event_dst, w.event_ctx, w.event_rel)]
+        x = w.event_x[sel].astype(np.float32, copy=False)
+        log_rate = log_expected_rates(w, sel)
+        rows = slice(None)
+        inverse = None
+        if dedupe and max(n_events, windows.n_buckets, windows.n_nodes) < 2**31 - 1:
+            first, inverse = _distinct_rows([*ids, x, log_rate])
+            if len(first) < len(sel):
+                rows = first
+            else:
+                inverse = None
         out = _decode_rows(
-            model, gt, batch, w.event_bucket[sel], w.event_src[sel], w.event_dst[sel],
-            w.event_ctx[sel], w.event_rel[sel], w.event_x[sel].astype(np.float32),
-            log_rate=log_expected_rates(w, sel),
+            model, gt, batch, w.event_bucket[sel][rows], w.event_src[sel][rows], w.event_dst[sel][rows],
+            w.event_ctx[sel][rows], w.event_rel[sel][rows], x[rows], log_rate=log_rate[rows],
         )
-        parts[sel] = decoded_parts(model, w, sel, out)
-    return parts[idx]
+        if inverse is not None:
+            back = torch.from_numpy(inverse).to(device)
+            out = {k: (out[k][back] if out[k] is not None else None) for k in _PER_ROW_OUTPUTS}
+        parts[row_of[sel]] = decoded_parts(model, w, sel, out)
+    return parts[row_of[idx]]
 
 
 def score_events(

@@ -18,7 +18,9 @@ number), and over the whole stream and the last 80% of edges, next to the publis
 (``darpa98/SOURCE.md``: 0.905 / 0.951 / 0.986 whole stream, MIDAS-R 0.943 and MIDAS-F 0.982 on
 the last 80%).
 
-Also printed: training time, scoring throughput (events/s), peak RSS of the process. With
+Also printed: training time, scoring throughput (events/s), process CPU time and peak RSS of
+the process after each stage (CPU time and RSS do not depend on other load on the machine; wall
+times do). With
 ``--max-edges N`` only the first N lines are read (a quick run; the published figures then do
 not apply to the "this run" columns).
 """
@@ -58,6 +60,12 @@ def peak_rss_gb() -> float:
     """Peak resident set size of this process (ru_maxrss is in KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 30) if sys.platform == "darwin" else peak / (1 << 20)
+
+
+def stage_line(name: str, wall_s: float, cpu_before: float) -> str:
+    """``name: wall, CPU (process, all threads), peak RSS so far``."""
+    return (f"[stage] {name}: wall {wall_s:.1f} s, CPU {time.process_time() - cpu_before:.1f} s, "
+            f"peak RSS so far {peak_rss_gb():.2f} GB")
 
 
 def locate(data_dir: Path | None) -> Path:
@@ -102,19 +110,21 @@ def main() -> None:
     started = time.perf_counter()
 
     # ---- read and validate (the detect protocol) ----
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     data = read_validated(path, "darpa", policy=ValidationPolicy(ts_min=pd.Timestamp(DEFAULT_TS_MIN, tz="UTC")),
                           max_rows=args.max_edges)
     read_s = time.perf_counter() - t
+    print(stage_line("read + validate", read_s, cpu), flush=True)
     print(f"read + validated {data.rows_read:,} lines in {read_s:.1f} s: {data.rows_valid:,} valid edges; "
           f"{data.quarantine_line()}", flush=True)
     if len(data.quarantined):
         refs = data.quarantined["raw_ref"].astype(str)
         print(f"  quarantined lines: {refs.iloc[0]} .. {refs.iloc[-1]}", flush=True)
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     windows = build_windows(data.valid, F, log=lambda line: print(line, flush=True))
     windows_s = time.perf_counter() - t
+    print(stage_line("windows", windows_s, cpu), flush=True)
     del data  # the windows hold their own copy of the events
     edges = windows.events
     train_end = windows.t0 + pd.Timedelta(hours=windows.meta["train_end_bucket"] * windows.config.stride_hours)
@@ -122,17 +132,20 @@ def main() -> None:
     print(f"built windows in {windows_s:.1f} s; training until {train_end}, early stopping until {val_end}", flush=True)
 
     # ---- hybrid ----
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     detector = train_detector(windows, epochs_per_stage=args.epochs_per_stage,
                               log=lambda line: print(line, flush=True))
     train_s = time.perf_counter() - t
+    print(stage_line("training", train_s, cpu), flush=True)
     epochs_s = sum(stats.seconds for stats in detector.history)
     print(f"trained in {train_s:.1f} s: {len(detector.history)} epochs {epochs_s:.1f} s, the rest scoring the "
           "training and validation edges for the alert threshold and the calibration", flush=True)
     idx = windows.split_index("test")
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     hybrid = detector.decision_function(windows, idx)
     score_s = time.perf_counter() - t
+    score_cpu = time.process_time() - cpu
+    print(stage_line("scoring", score_s, cpu) + f"; {len(idx) / score_cpu:,.0f} edges per CPU second", flush=True)
     y = windows.labels[idx]
     if np.isnan(y).any():
         raise SystemExit("unlabelled DARPA edges in the scored part: the adapter should label every line")
@@ -191,7 +204,7 @@ def main() -> None:
               f"| {r['cpp']} | {r['train']} | {r['rate']} |")
     print()
     print(f"Wall time {time.perf_counter() - started:.0f} s (read + validate {read_s:.0f} s, windows {windows_s:.0f} s, "
-          f"training {train_s:.0f} s, hybrid scoring {score_s:.0f} s); peak RSS {peak_rss_gb():.2f} GB; "
+          f"training {train_s:.0f} s, hybrid scoring {score_s:.0f} s); process CPU {time.process_time():.0f} s; peak RSS {peak_rss_gb():.2f} GB; "
           f"device {detector.train_config.resolved_device()}.")
 
 

@@ -202,3 +202,30 @@ def test_dataset_search_order_without_the_environment_variable(tmp_path, monkeyp
 def test_datasets_download_of_an_unknown_name_is_refused(capsys):
     rc, _, err = _run(["datasets", "download", "no-such-set"], capsys)
     assert rc == 2 and "unknown data set 'no-such-set'" in err and "darpa98" in err
+
+
+def test_write_table_matches_the_former_strftime_writer(tmp_path):
+    """Issue 15: ``ts`` is formatted vectorised now; the CSV is byte for byte what the former
+    ``strftime`` writer produced (microseconds, ``Z``, empty cells for missing values)."""
+    from anomaly_pipeline.detect import write_table
+
+    ts = pd.Series(pd.to_datetime(["1998-06-01 07:55:00", "2026-01-05 09:00:00.123456", "2000-02-29 23:59:59.5"],
+                                  utc=True, format="ISO8601"))
+    table = pd.DataFrame({
+        "rank": [1, 2, 3],
+        "score": [12.3456789, np.nan, 1e-7],
+        "calibrated_tail": [0.0, 1.0, 0.25],
+        "raw_ref": pd.array(["f:1", "f:2", None], dtype="string"),
+        "ts": ts,
+        "user": pd.array([None, "u1", "u,2"], dtype="string"),
+        "dst_port": pd.array([80, None, 443], dtype="Int32"),
+        "label": pd.array([1, 0, None], dtype="Int8"),
+        "reasons": ["a; b", "", ""],
+    })
+    former = table.copy()
+    former["ts"] = pd.to_datetime(former["ts"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    former.to_csv(tmp_path / "former.csv", index=False, float_format="%.6g")
+    write_table(table, tmp_path / "now.csv")
+    assert (tmp_path / "now.csv").read_bytes() == (tmp_path / "former.csv").read_bytes()
+    assert "2026-01-05T09:00:00.123456Z" in (tmp_path / "now.csv").read_text()
+    assert table["ts"].dtype == ts.dtype  # the caller's table is left as it was

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -143,3 +144,33 @@ def test_static_gnn_and_lstm_only_baselines_share_the_interface(small_windows):
         assert np.isfinite(scores).all()
     assert static_gnn_detector().model_config.fusion == "spatial_only"
     assert lstm_only_detector().model_config.hops == 0
+
+
+def test_deduplicated_scoring_equals_scoring_every_event(trained, small_events):
+    """Issue 15: events with identical model inputs (a flood repeats the same edge in the same
+    minute) are decoded once; every event's parts equal those of decoding each event on its own,
+    to float32 rounding (the decoder sees a different batch size)."""
+    from anomaly_pipeline.graph import WindowConfig, build_graph_windows
+    from anomaly_pipeline.training import _distinct_rows
+
+    det, _ = trained
+    flows = small_events[small_events["event_type"] == "network_flow"]
+    # Five floods to new external addresses, 40 flows each in the same minute without volumes:
+    # from the third flow of a flood on, the flows' model inputs are identical.
+    flood = flows.iloc[len(flows) // 2: len(flows) // 2 + 5].copy()
+    flood["dst_host"] = [f"198.51.100.{200 + i}" for i in range(len(flood))]
+    for column in ("bytes_out", "bytes_in", "packets", "duration_s"):
+        flood[column] = pd.NA
+    copies = [flood.assign(event_id=flood["event_id"] + f"-{i}", raw_ref=flood["raw_ref"] + f"-{i}")
+              for i in range(40)]
+    events = pd.concat([small_events, *copies], ignore_index=True)
+    w = build_graph_windows(events, WindowConfig(stride_hours=1, window_hours=2, history=det.model.config.history,
+                                                 train_fraction=0.6, validation_fraction=0.2))
+    idx = np.arange(len(w.event_src))
+    first, inverse = _distinct_rows([w.event_bucket.astype(np.int32), w.event_src.astype(np.int32), w.event_x])
+    assert len(first) < len(idx) - 100  # the flood's repeats are duplicates
+    np.testing.assert_array_equal(w.event_x[first][inverse], w.event_x)
+    fast = score_components(det.model, w, idx)
+    each = score_components(det.model, w, idx, dedupe=False)
+    assert np.isfinite(fast).all()
+    np.testing.assert_allclose(fast, each, rtol=1e-5, atol=1e-5)

@@ -112,3 +112,96 @@ def test_hour_profile_counts_earlier_days_and_burst_rates_stand_out():
     z = rate_surprise(w.rates.count, w.rates.total, w.rates.t)[:, 0]  # the one-minute scale
     assert z[-1, 0] > 20 * max(z[:6, 0].max(), 1.0)  # the 50th logon of the minute is a burst (nats)
     assert (z[6:, 0][1:] >= z[6:, 0][:-1] - 1e-9).all()  # and it grows with the burst
+
+
+def _reference_node_ids(events: pd.DataFrame):
+    """The former construction (issue 15): a node table from the typed names of ``_scored_edges``,
+    sorted by (type, name), and per-event ids looked up one by one in a dict."""
+    from anomaly_pipeline.graph import NODE_TYPES, _scored_edges
+
+    edges = _scored_edges(events)
+    usable = edges["src"].notna() & edges["dst"].notna() & (edges["relation"] != "")
+    edges = edges[usable.to_numpy()].reset_index(drop=True)
+    frames = [
+        edges[["src", "src_type"]].set_axis(["name", "node_type"], axis=1),
+        edges[["dst", "dst_type"]].set_axis(["name", "node_type"], axis=1),
+        edges.loc[edges["ctx"].notna(), ["ctx", "ctx_type"]].set_axis(["name", "node_type"], axis=1),
+    ]
+    nodes = pd.concat(frames, ignore_index=True).drop_duplicates().reset_index(drop=True)
+    nodes["type_order"] = nodes["node_type"].map({t: i for i, t in enumerate(NODE_TYPES)})
+    nodes = nodes.sort_values(["type_order", "name"]).reset_index(drop=True).drop(columns="type_order")
+    nodes["type_index"] = nodes.groupby("node_type").cumcount()
+    key_to_id = {(t, n): i for i, (n, t) in enumerate(zip(nodes["name"], nodes["node_type"], strict=True))}
+
+    def ids(name_col, type_col):
+        return np.array([key_to_id.get((t, n), -1) if isinstance(n, str) else -1
+                         for n, t in zip(edges[name_col].astype(object), edges[type_col], strict=True)], dtype=np.int64)
+
+    return edges, nodes, ids("src", "src_type"), ids("dst", "dst_type"), ids("ctx", "ctx_type"), int((~usable).sum())
+
+
+def _mixed_events() -> pd.DataFrame:
+    """Every relation, missing names (a logon without destination, a process without host or
+    user), internal and external flow destinations, unsorted times."""
+    t0 = pd.Timestamp("2026-01-05 09:00", tz="UTC")
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(400):
+        ts = t0 + pd.Timedelta(minutes=int(rng.integers(0, 60 * 48)))
+        kind = i % 7
+        user = f"u{rng.integers(0, 6)}" if kind != 1 else None
+        host, peer = f"WS{rng.integers(0, 5)}", f"SRV{rng.integers(0, 4)}"
+        if kind in (0, 1):
+            rows.append({"ts": ts, "event_type": "auth", "user": user, "src_host": host,
+                         "dst_host": peer if i % 31 else None, "success": bool(i % 5), "auth_type": "ntlm"})
+        elif kind in (2, 3):
+            rows.append({"ts": ts, "event_type": "process_start", "user": user if kind == 2 else f"u{i % 3}",
+                         "src_host": host if kind == 2 else None, "process": f"p{rng.integers(0, 4)}.exe"})
+        else:
+            dst = [f"10.0.0.{rng.integers(1, 4)}", f"198.51.100.{rng.integers(1, 4)}", peer][kind - 4]
+            rows.append({"ts": ts, "event_type": "network_flow", "user": user if kind == 4 else None,
+                         "src_host": host, "dst_host": dst, "dst_port": int(rng.integers(1, 5)) * 80,
+                         "protocol": "tcp", "bytes_out": float(rng.integers(0, 5000))})
+    rows.append({"ts": t0, "event_type": "process_start", "process": "orphan.exe"})  # no edge at all
+    return _events(rows)
+
+
+def test_vectorised_nodes_and_ids_match_the_former_per_event_lookup(small_events):
+    """Issue 15: the node table and the per-event node ids come from one factorisation now; they
+    are exactly those of the former dict lookup, on synthetic data and on every relation."""
+    for events in (small_events, _mixed_events()):
+        ordered = events.sort_values("ts", kind="stable").reset_index(drop=True)
+        edges, nodes, src, dst, ctx, dropped = _reference_node_ids(ordered)
+        w = build_graph_windows(events, WindowConfig(stride_hours=1, window_hours=2, history=2))
+        pd.testing.assert_frame_equal(w.nodes, nodes)
+        np.testing.assert_array_equal(w.event_src, src)
+        np.testing.assert_array_equal(w.event_dst, dst)
+        np.testing.assert_array_equal(w.event_ctx, ctx)
+        assert w.meta["events_without_edge"] == dropped
+        assert w.event_src.dtype == np.int64 and w.event_x.dtype == np.float32
+        assert list(w.events["relation"]) == list(edges["relation"])
+        if events is not small_events:
+            assert set(w.events["relation"]) == {"logs_on", "runs", "starts", "flows_to", "flows_to_ext", "auth_to"}
+
+
+def test_rates_hashed_per_node_equal_rates_hashed_per_event():
+    """Rate state from node hashes computed once per node equals hashing every event's typed names."""
+    from anomaly_pipeline.graph import event_rates
+
+    events = _mixed_events().sort_values("ts", kind="stable").reset_index(drop=True)
+    w = build_graph_windows(events, WindowConfig(stride_hours=1, window_hours=2, history=2))
+    edges, *_ = _reference_node_ids(events)
+    x = w.event_x
+    per_event = event_rates(edges, w.event_rel, w.events["ts"], x[:, F["auth_failed"]],
+                            (x[:, F["pair_first_seen"]] > 0).astype(np.int8))
+    for name in ("count", "total", "t"):
+        np.testing.assert_array_equal(getattr(w.rates, name), getattr(per_event, name))
+
+
+def test_build_does_not_touch_the_callers_frame(small_events):
+    """No copy of the event table is made when it is already in time order, and the columns the
+    windows add (bucket, split, relation) do not appear in the caller's frame."""
+    before = small_events.copy()
+    w = build_graph_windows(small_events, WindowConfig(stride_hours=1, window_hours=2, history=2))
+    pd.testing.assert_frame_equal(small_events, before)
+    assert {"bucket", "split", "relation"} <= set(w.events.columns)
