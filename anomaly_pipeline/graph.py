@@ -353,8 +353,7 @@ class _EdgeArrays:
 
 def _object_names(column: pd.Series) -> np.ndarray:
     """A string column as an object array of str, None where missing (no copy of the strings)."""
-    values = column.astype("string").to_numpy(dtype=object, na_value=None)
-    return values
+    return column.astype("string").to_numpy(dtype=object, na_value=None)
 
 
 def _edge_arrays(events: pd.DataFrame) -> _EdgeArrays:

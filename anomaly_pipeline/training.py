@@ -808,7 +808,7 @@ def score_components(
     model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24,
     dedupe: bool = True,
 ) -> np.ndarray:
-    """Per event, the surprisal (nats) of each factor in ``SCORE_PARTS``: [len(idx), 3].
+    """Per event, the surprisal (nats) of each factor in ``SCORE_PARTS``: [len(idx), len(SCORE_PARTS)].
 
     Events whose model inputs are identical (bucket, endpoints, relation, event features and
     expected rates, bit for bit; common in floods and scans) are decoded once (``dedupe``): the
