@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly_pipeline import schema
+from anomaly_pipeline import schema, validation
 from anomaly_pipeline.sources.darpa import read_darpa
 from anomaly_pipeline.sources.lanl import read_lanl
 from anomaly_pipeline.validation import (
@@ -147,6 +149,32 @@ def test_table_level_failures_take_the_gx_engine() -> None:
     floats = raw.copy()
     floats["dst_port"] = floats["dst_port"].astype("float64")  # wrong dtype column
     same_result(floats, engine="gx")
+
+
+def test_memoised_gx_configurations_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX's results are the same with the per-validation configuration memo as without it."""
+    raw = _events(
+        [
+            _good(),
+            _good("2024-03-01T10:00:01Z", dst_port=70000),
+            _good("2024-03-01T10:00:02Z", event_type="teleport", label=2),
+            _good("2100-01-01T00:00:00Z"),
+            _good("2024-03-01T10:00:03Z"),
+        ]
+    )
+    results = {}
+    for memo in (True, False):
+        if not memo:
+            monkeypatch.setattr(validation, "_configurations_memoised", contextlib.nullcontext)
+        for engine in ("vectorised", "gx"):
+            results[memo, engine] = validate_events(raw.copy(), POLICY, engine=engine)
+    for engine in ("vectorised", "gx"):
+        memoised, plain = results[True, engine], results[False, engine]
+        assert memoised.engine == plain.engine == engine
+        pd.testing.assert_frame_equal(memoised.quarantined, plain.quarantined)
+        pd.testing.assert_frame_equal(memoised.expectations, plain.expectations)
+        assert memoised.summary() == plain.summary()
+    assert validation._CONFIGURATION_MEMO.get() is None  # only active inside a validation
 
 
 def test_unusual_values_in_contract_dtypes() -> None:
