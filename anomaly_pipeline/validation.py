@@ -851,7 +851,12 @@ def _vectorised(
 def _valid_rows(frame: pd.DataFrame, failed: np.ndarray) -> pd.DataFrame:
     """The rows that passed, contract columns only, as ``schema.conform`` makes them."""
     names = list(schema.EVENT_COLUMNS)
-    valid = frame[names] if not failed.any() else frame.loc[~failed, names].reset_index(drop=True)
+    if failed.any():
+        valid = frame.loc[~failed, names].reset_index(drop=True)
+    else:
+        # No copy (``frame[names]`` copies every column, ~15 ms per 500k rows): the frame's
+        # columns are the input's own arrays, which validation never writes.
+        valid = pd.DataFrame({name: frame[name] for name in names}, copy=False)
     if all(str(valid[c].dtype) == schema.EVENT_DTYPES[c] for c in names):
         return valid
     return schema.conform(valid)

@@ -947,6 +947,20 @@ def _str_only(values: np.ndarray) -> pd.arrays.StringArray:
     return _NO_STRINGS._from_backing_data(values)
 
 
+def addresses(values: np.ndarray) -> np.ndarray:
+    """The addresses of the objects in an object array, as int64 (a copy; nothing is changed).
+
+    Comparing addresses tells the None / True / False singletons (or one shared object) apart
+    from everything else without touching the objects: ~0.5 ns a row instead of ~20-50.
+    """
+    n = len(values)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    values = np.ascontiguousarray(values)  # held here while its pointers are read
+    buffer = (ctypes.c_int64 * n).from_address(values.ctypes.data)
+    return np.frombuffer(buffer, dtype=np.int64).copy()
+
+
 def _strings(values: np.ndarray) -> pd.arrays.StringArray:
     """A StringArray of an object array of str / None, checked once per distinct object.
 
@@ -957,9 +971,8 @@ def _strings(values: np.ndarray) -> pd.arrays.StringArray:
     n = len(values)
     if n < 1024:
         return pd.arrays.StringArray(values)
-    values = np.ascontiguousarray(values)  # held here while its pointers are read
-    buffer = (ctypes.c_int64 * n).from_address(values.ctypes.data)
-    codes, _ = pd.factorize(np.frombuffer(buffer, dtype=np.int64))  # one code per distinct object
+    values = np.ascontiguousarray(values)
+    codes, _ = pd.factorize(addresses(values))  # one code per distinct object
     if codes.max() >= n // 8:
         return pd.arrays.StringArray(values)
     running = np.maximum.accumulate(codes)
@@ -978,9 +991,15 @@ def _typed(values: np.ndarray, dtype: str) -> Any:
     if dtype.startswith("datetime64"):
         return pd.DatetimeIndex(values.view("M8[ns]")).tz_localize("UTC").array
     if dtype == "boolean":
-        mask = pd.isna(values)
-        flags = values.astype(bool)  # None -> False, masked anyway
-        return pd.arrays.BooleanArray(flags & ~mask, mask)
+        # Adapters map to the True / False / None singletons: compared by address, ~0.5 ns a row
+        # where pd.isna and astype(bool) look at every object (~50 ns a row together).
+        where = addresses(values)
+        mask = where == id(None)
+        flags = where == id(True)
+        if not (mask | flags | (where == id(False))).all():  # other objects (np.bool_, NaN, ...)
+            mask = pd.isna(values)
+            flags = values.astype(bool) & ~mask  # None -> False, masked anyway
+        return pd.arrays.BooleanArray(flags, mask)
     mask = np.isnan(values)
     if dtype == "Float64":
         return pd.arrays.FloatingArray(values, mask)

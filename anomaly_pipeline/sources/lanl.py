@@ -322,7 +322,7 @@ def _block_chunk(
     values = convert(parsed.table, spec, reasons)
     values["ts"] = epoch_ns + time * _NS
     values["_time"] = time
-    reject = reasons.astype(bool)  # None -> False, a reason -> True
+    reject = common.addresses(reasons) != id(None)  # a reason (str) where a row is rejected
     values = common.reject_rows(parsed, block, values, reject, list(reasons[reject]))
     time = values.pop("_time")
     if labels is not None:
