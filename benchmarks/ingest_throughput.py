@@ -2,7 +2,7 @@
 
     python benchmarks/ingest_throughput.py [--repeats 3] [--lanl-lines 2000000] [--scale 1.0]
                                            [--no-validate] [--engine vectorised|gx] [--data-dir DIR]
-                                           [--only TEXT ...]
+                                           [--only TEXT ...] [--read-ahead]
 
 Writes realistic samples to a temporary directory (LANL auth: 2,000,000 lines as plain text,
 gzip, and plain with one damaged line per 100,000; a Zeek conn.log as TSV and as JSON Lines;
@@ -16,7 +16,10 @@ has it, else a generated DARPA file. For each input it times
 
 as the median of ``--repeats`` runs, and prints a Markdown table. ``--only lanl darpa`` times
 only the inputs whose name contains one of the words (case-insensitive), for quick before/after
-comparisons on a busy machine. ``--engine`` picks the
+comparisons on a busy machine. ``--read-ahead`` reads the next chunk in a background thread while
+the current one is validated (an experiment, not what the pipeline does: Arrow's CSV parsing
+and compute functions release the GIL, so on 2 idle cores the wall time could approach the
+larger of reading and validating instead of their sum; on a loaded machine it gained nothing). ``--engine`` picks the
 validation engine (``validate_events``): ``vectorised`` (default; row checks over whole
 columns, GX validates each chunk's representative rows) or ``gx`` (GX evaluates every row, the
 old path, ~8x slower). Target (issue 15): adapter + validate_events >= 1,000,000 events/s for
@@ -32,8 +35,10 @@ import argparse
 import gzip
 import json
 import os
+import queue
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,6 +56,7 @@ from anomaly_pipeline.validation import ValidationPolicy, validate_events
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = ["vectorised"]  # set from --engine
+READ_AHEAD = [False]  # set from --read-ahead
 # DARPA is from 1998 and the Zeek samples from 2024; the generated LANL epoch is 2026.
 POLICY = ValidationPolicy(
     ts_min=pd.Timestamp("1990-01-01", tz="UTC"), ts_max=pd.Timestamp("2030-01-01", tz="UTC")
@@ -277,11 +283,54 @@ def make_windows(path: Path, n: int, rng: np.random.Generator) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The chunks of ``chunks``, each read in a background thread while the caller works on the
+    one before (at most one chunk waits); the reader's errors are raised here."""
+    waiting: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: tuple[str, object]) -> bool:  # False once the consumer has stopped
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not offer(("chunk", chunk)):
+                    return
+            offer(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            offer(("error", exc))
+
+    thread = threading.Thread(target=produce, name="ingest-bench-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = waiting.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # the reader's file, once its thread is done with it
+
+
 def run_once(case: Case, validate: bool) -> tuple[float, float, int, int, int]:
     """(wall s, cpu s, rows, valid, quarantined) for one pass over the input."""
     rows = valid = quarantined = 0
     wall, cpu = time.perf_counter(), time.process_time()
-    for chunk in case.reader(case.path):
+    chunks = case.reader(case.path)
+    for chunk in read_ahead(chunks) if READ_AHEAD[0] and validate else chunks:
         rows += len(chunk)
         if validate:
             result = validate_events(chunk, POLICY, engine=ENGINE[0])
@@ -335,10 +384,14 @@ def main() -> None:
         help="shared datasets folder (for the real DARPA zip)",
     )
     parser.add_argument(
+        "--read-ahead", action="store_true", help="read the next chunk in a thread while validating (experiment)"
+    )
+    parser.add_argument(
         "--only", nargs="+", default=[], metavar="TEXT", help="time only inputs whose name contains one of these"
     )
     args = parser.parse_args()
     ENGINE[0] = args.engine
+    READ_AHEAD[0] = args.read_ahead
     rng = np.random.default_rng(7)
     sizes = {
         k: max(1000, int(v * args.scale))
@@ -405,7 +458,8 @@ def main() -> None:
 
     print()
     print(
-        f"Ingest throughput, median of {args.repeats} runs; validation engine {args.engine}; {os.cpu_count()} CPUs; "
+        f"Ingest throughput, median of {args.repeats} runs; validation engine {args.engine}"
+        f"{', next chunk read ahead in a thread' if args.read_ahead else ''}; {os.cpu_count()} CPUs; "
         f"load average (1/5/15 min) {load_before} before, {load_after} after."
     )
     print()

@@ -9,9 +9,8 @@ same expectations table.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
