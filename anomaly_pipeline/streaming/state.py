@@ -44,7 +44,7 @@ from anomaly_pipeline.graph import (
     HOUR_BINS,
     NO_PREVIOUS_GAP_S,
     NODE_FEATURES,
-    RELATIONS,
+    RELATION_INDEX,
     EventRates,
     GraphWindows,
     WindowConfig,
@@ -53,7 +53,7 @@ from anomaly_pipeline.graph import (
     build_graph_windows,
     event_rates,
 )
-from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState
+from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState, node_hash
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _N = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -584,23 +584,17 @@ class StreamState:
                                        np.zeros(shape[:2], np.float32), self.rate_state)
         if windows.rates is None or len(rows) == 0:
             return
-        names = windows.nodes["name"].astype("string").to_numpy(dtype=object)
-        types = windows.nodes["node_type"].astype(str).to_numpy(dtype=object)
-        src, dst, ctx = windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]
-        has_ctx = ctx >= 0
-        safe_ctx = np.maximum(ctx, 0)
-        edges = pd.DataFrame({
-            "src": names[src], "src_type": types[src], "dst": names[dst], "dst_type": types[dst],
-            "relation": np.array([r[1] for r in RELATIONS], dtype=object)[windows.event_rel[rows]],
-            "ctx": pd.Series(np.where(has_ctx, names[safe_ctx], None), dtype="string"),
-            "ctx_type": np.where(has_ctx, types[safe_ctx], ""),
-        })
+        # Hashed once per node, not per event (as ``build_graph_windows`` does): the same typed
+        # names, so the same ids as a batch run's.
+        node_h = node_hash(windows.nodes["node_type"].astype(str) + ":" + windows.nodes["name"].astype(str))
+        src, dst, ctx, rel = windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows], windows.event_rel[rows]
+        actor = np.where((rel == RELATION_INDEX["logs_on"]) & (ctx >= 0), node_h[np.maximum(ctx, 0)], node_h[src])
         x = windows.event_x[rows]
         # As in a batch run: the failure flag and the edge's novelty over the whole stream (the
         # first-seen feature, already patched from the memory).
-        new = event_rates(edges, windows.event_rel[rows], windows.events["ts"].iloc[rows].reset_index(drop=True),
-                          x[:, _F["auth_failed"]], (x[:, _F["pair_first_seen"]] > 0).astype(np.int8),
-                          state=self.rate_state)
+        new = event_rates(None, rel, windows.events["ts"].iloc[rows].reset_index(drop=True), x[:, _F["auth_failed"]],
+                          (x[:, _F["pair_first_seen"]] > 0).astype(np.int8), state=self.rate_state,
+                          hashes=(node_h[src], node_h[dst], actor))
         rates = windows.rates
         rates.count[rows], rates.total[rows], rates.t[rows] = new.count, new.total, new.t
         rates.state = self.rate_state
