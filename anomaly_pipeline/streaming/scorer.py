@@ -511,7 +511,9 @@ class StreamScorer:
         m.event_time_lag_seconds = max(time.time() - newest.timestamp(), 0.0)
         m.record(len(idx))
         ev = w.events.iloc[idx]
-        table = pd.DataFrame({"event_id": ev["event_id"].astype(str).to_numpy(), "ts": ev["ts"].to_numpy(),
+        # The times as a datetime column (``.array``): ``to_numpy`` of a zoned column makes one
+        # Timestamp object per event.
+        table = pd.DataFrame({"event_id": ev["event_id"].astype(str).to_numpy(), "ts": ev["ts"].array,
                               "score": scores, "alert": scores > self.threshold})
         return BatchReport(len(idx), alerts, quarantine, len(step.late), done - started, table, duplicate_ids)
 

@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -103,6 +103,24 @@ def _number_problem(name: str, value: Any) -> str | None:
     return None
 
 
+def _success_problem(name: str, value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"field 'success' must be true or false, got {value!r}"
+
+
+def _label_problem(name: str, value: Any) -> str | None:
+    if isinstance(value, bool) or value not in LABEL_VALUES:
+        return f"field 'label' must be one of {', '.join(map(str, LABEL_VALUES))} or null, got {value!r}"
+    return None
+
+
+# The check of each contract field that has one (text before number before the rest, as the
+# precedence of the fields' kinds): one dict probe per field of a record instead of a chain of tests.
+_CHECKS: dict[str, Callable[[str, Any], str | None]] = {
+    "label": _label_problem, "success": _success_problem,
+    **dict.fromkeys(NUMBER_RANGES, _number_problem), **dict.fromkeys(TEXT_FIELDS, _text_problem),
+}
+
+
 def _problem(record: dict[str, Any]) -> str | None:
     """What is wrong with one record, in words, or None: the contract's fields, types, domains
     and batch validation's ranges (``validation``), one record at a time."""
@@ -111,25 +129,15 @@ def _problem(record: dict[str, Any]) -> str | None:
             return f"required field '{name}' is missing or empty"
     if not isinstance(record["ts"], str):
         return f"field 'ts' must be an ISO 8601 time as text, e.g. 2026-01-05T09:00:00Z, got {record['ts']!r}"
-    unknown = record.keys() - _EVENT_COLUMNS
-    if unknown:
-        shown = sorted(printable(str(name)) for name in unknown)
+    if not _EVENT_COLUMNS.issuperset(record):
+        shown = sorted(printable(str(name)) for name in record.keys() - _EVENT_COLUMNS)
         return f"unknown field(s) {shown}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"
+    checks = _CHECKS
     for name, value in record.items():
-        if value is None:
-            continue
-        if name in TEXT_FIELDS:
-            problem = _text_problem(name, value)
-        elif name in NUMBER_RANGES:
-            problem = _number_problem(name, value)
-        elif name == "success" and not isinstance(value, bool):
-            problem = f"field 'success' must be true or false, got {value!r}"
-        elif name == "label" and (isinstance(value, bool) or value not in LABEL_VALUES):
-            problem = f"field 'label' must be one of {', '.join(map(str, LABEL_VALUES))} or null, got {value!r}"
-        else:
-            problem = None
-        if problem is not None:
-            return problem
+        if value is not None and name in checks:
+            problem = checks[name](name, value)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -194,7 +202,7 @@ def records_to_events(records: Iterable[Any], source: str = "stream", first_ref:
     if not good:
         return schema.empty_events(), quarantine
     frame = pd.DataFrame(good)
-    frame["ts"] = ts.to_numpy()
+    frame["ts"] = ts.array  # a datetime column: to_numpy of zoned times makes one Timestamp per event
     if "raw_ref" not in frame:
         frame["raw_ref"] = refs
     frame["raw_ref"] = frame["raw_ref"].fillna(pd.Series(refs))

@@ -44,7 +44,7 @@ from anomaly_pipeline.graph import (
     HOUR_BINS,
     NO_PREVIOUS_GAP_S,
     NODE_FEATURES,
-    RELATIONS,
+    RELATION_INDEX,
     EventRates,
     GraphWindows,
     WindowConfig,
@@ -53,7 +53,7 @@ from anomaly_pipeline.graph import (
     build_graph_windows,
     event_rates,
 )
-from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState
+from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState, node_hash
 
 _F = {name: i for i, name in enumerate(EVENT_FEATURES)}
 _N = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -126,6 +126,11 @@ class _Keys:
     service: np.ndarray  # destination, port and protocol by name; "" where the port is null
     nodes: np.ndarray  # key per node id
 
+    def take(self, rows: np.ndarray) -> _Keys:
+        """The keys of the events ``rows`` (node keys stay per node id)."""
+        return _Keys(self.pair[rows], self.ctx_pair[rows], self.src[rows], self.dst[rows], self.src_hour[rows],
+                     self.service[rows], self.nodes)
+
 
 def _node_keys(nodes: pd.DataFrame) -> np.ndarray:
     return (nodes["node_type"].astype(str) + _SEP_NODE + nodes["name"].astype(str)).to_numpy(dtype=object)
@@ -156,36 +161,111 @@ def _keys_of(windows: GraphWindows, rows: np.ndarray | None = None) -> _Keys:
     )
 
 
+class _KeyTable:
+    """Float columns by string key, in arrays: a dict finds a key's row (a lookup per event is a
+    hash probe, not a pandas reindex that hashes the whole table), and each column is one slice of
+    a row-major array that grows by doubling, so a micro-batch's upsert costs its own keys only."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.col = {name: j for j, name in enumerate(columns)}
+        self.index: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.data = np.zeros((0, len(columns)))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each of ``keys``, -1 where not remembered."""
+        get = self.index.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def get(self, keys: np.ndarray, column: str, missing: float = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
+        """``column`` of each of ``keys`` (or of ``rows``, already looked up), ``missing`` where not remembered."""
+        rows = self.rows(keys) if rows is None else rows
+        values = self.data[np.maximum(rows, 0), self.col[column]] if len(self.keys) else np.zeros(len(rows))
+        return np.where(rows >= 0, values, missing)
+
+    def add_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of the distinct ``keys``, new ones appended with every column NaN."""
+        rows = self.rows(keys)
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            n = len(self.keys)
+            need = n + len(new)
+            if need > len(self.data):
+                grown = np.full((max(need, 2 * len(self.data), 64), self.data.shape[1]), np.nan)
+                grown[:n] = self.data[:n]
+                self.data = grown
+            self.data[n:need] = np.nan
+            rows[new] = np.arange(n, need)
+            for k, r in zip(keys[new].tolist(), range(n, need), strict=True):
+                self.index[k] = r
+            self.keys.extend(keys[new].tolist())
+        return rows
+
+    def column(self, name: str) -> np.ndarray:
+        """A writable view of column ``name`` over the stored rows."""
+        return self.data[: len(self.keys), self.col[name]]
+
+    def expire(self, cutoff: float) -> int:
+        """Drop the keys whose ``seen`` is before ``cutoff``; returns how many."""
+        keep = self.column("seen") >= cutoff
+        dropped = int((~keep).sum())
+        if dropped:
+            self.data = self.data[: len(self.keys)][keep]
+            self.keys = [k for k, ok in zip(self.keys, keep.tolist(), strict=True) if ok]
+            self.index = {k: r for r, k in enumerate(self.keys)}
+        return dropped
+
+
+def _last_of(codes: np.ndarray, n_groups: int, positions: np.ndarray | None = None) -> np.ndarray:
+    """Per group, the largest of ``positions`` (default: the element's index) among its elements,
+    -1 for a group with none: with elements in time order, the last one."""
+    out = np.full(n_groups, -1, np.int64)
+    np.maximum.at(out, codes, np.arange(len(codes)) if positions is None else positions)
+    return out
+
+
+def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(code per element, distinct keys in order of first appearance)."""
+    codes, uniques = pd.factorize(keys)
+    return codes, np.asarray(uniques, dtype=object)
+
+
 @dataclass
 class HistoryMemory:
     """What evicted events leave behind, keyed by entity names (see module docstring)."""
 
     memory_days: float = 30.0
-    pairs: pd.DataFrame = field(default_factory=lambda: _empty(["count", "last", "prev", "bo", "bi", "du", "seen"]))
-    sources: pd.DataFrame = field(default_factory=lambda: _empty(["count", "bo", "bi", "du", "seen"]))
-    counts: dict[str, pd.DataFrame] = field(
-        default_factory=lambda: {k: _empty(["count", "seen"]) for k in ("ctx_pair", "dst", "service")}
+    pairs: _KeyTable = field(default_factory=lambda: _KeyTable(("count", "last", "prev", "bo", "bi", "du", "seen")))
+    sources: _KeyTable = field(default_factory=lambda: _KeyTable(("count", "bo", "bi", "du", "seen")))
+    counts: dict[str, _KeyTable] = field(
+        default_factory=lambda: {k: _KeyTable(("count", "seen")) for k in ("ctx_pair", "dst", "service")}
     )
     # Per source ("src") and per (source, hour bin) ("src_hour"): events on days before the last
     # remembered day ("done"), that day ("last_day") and its events ("last_count"). Every evicted
     # event is older than the buffer, so the last day's events count for a buffered event of a
     # later day only (the hour profile share counts completed days).
-    daily: dict[str, pd.DataFrame] = field(
-        default_factory=lambda: {k: _empty(["done", "last_day", "last_count", "seen"]) for k in ("src", "src_hour")}
+    daily: dict[str, _KeyTable] = field(
+        default_factory=lambda: {k: _KeyTable(("done", "last_day", "last_count", "seen")) for k in ("src", "src_hour")}
     )
-    node_hours: pd.DataFrame = field(default_factory=lambda: _empty([*map(str, range(HOUR_BINS)), "seen"]))
+    node_hours: _KeyTable = field(default_factory=lambda: _KeyTable((*map(str, range(HOUR_BINS)), "seen")))
+
+    def _tables(self) -> list[_KeyTable]:
+        return [self.pairs, self.sources, *self.counts.values(), *self.daily.values(), self.node_hours]
 
     def n_keys(self) -> int:
-        return (len(self.pairs) + len(self.sources) + sum(map(len, self.counts.values()))
-                + sum(map(len, self.daily.values())) + len(self.node_hours))
+        return sum(map(len, self._tables()))
 
-    def absorb(self, windows: GraphWindows, rows: np.ndarray) -> None:
-        """Add the events ``rows`` of ``windows`` (about to be evicted, all older than the rest)."""
+    def absorb(self, windows: GraphWindows, rows: np.ndarray, keys: _Keys | None = None) -> None:
+        """Add the events ``rows`` of ``windows`` (about to be evicted, all older than the rest);
+        ``keys``: the keys of every event of ``windows`` when the caller has them."""
         if len(rows) == 0:
             return
-        keys = _keys_of(windows, rows)
-        ev = windows.events.iloc[rows]
-        t = _epoch_s(ev["ts"])
+        keys = _keys_of(windows, rows) if keys is None else keys.take(rows)
+        ns = windows.events["ts"].astype("int64").to_numpy()[rows]
+        t = ns / 1e9
         x = windows.event_x[rows]
         values = {
             "bo": x[:, _F["log_bytes_out"]].astype(float),
@@ -193,117 +273,111 @@ class HistoryMemory:
             "du": x[:, _F["log_duration_s"]].astype(float),
         }
         # Pairs: counts, sums, and the last two times (rows are in time order).
-        frame = pd.DataFrame({"k": keys.pair, "t": t, **values})
-        g = frame.groupby("k", sort=False)
-        add = g.agg(count=("t", "size"), bo=("bo", "sum"), bi=("bi", "sum"), du=("du", "sum"), seen=("t", "max"))
-        add["last"] = g["t"].last()
-        second = frame.assign(r=g.cumcount(ascending=False)).query("r == 1").set_index("k")["t"]
-        add["prev"] = second.reindex(add.index)
-        old = self.pairs.reindex(add.index)
-        add["prev"] = add["prev"].where(add["count"] >= 2, old["last"])
-        for col in ("count", "bo", "bi", "du"):
-            add[col] = add[col] + old[col].fillna(0.0)
-        self.pairs = _upsert(self.pairs, add)
+        codes, uniq = _group(keys.pair)
+        table, r = self.pairs, self.pairs.add_keys(uniq)
+        last_row = _last_of(codes, len(uniq))
+        not_last = np.ones(len(codes), dtype=bool)
+        not_last[last_row] = False
+        second_row = _last_of(codes[not_last], len(uniq), np.flatnonzero(not_last))
+        data, col = table.data, table.col
+        data[r, col["prev"]] = np.where(second_row >= 0, t[np.maximum(second_row, 0)], data[r, col["last"]])
+        data[r, col["last"]] = t[last_row]
+        self._add(table, r, codes, values, t[last_row])
         # Sources: counts and sums (the fallback of the prior means).
-        frame = pd.DataFrame({"k": keys.src, "t": t, **values})
-        add = frame.groupby("k", sort=False).agg(count=("t", "size"), bo=("bo", "sum"), bi=("bi", "sum"),
-                                                  du=("du", "sum"), seen=("t", "max"))
-        old = self.sources.reindex(add.index)
-        for col in ("count", "bo", "bi", "du"):
-            add[col] = add[col] + old[col].fillna(0.0)
-        self.sources = _upsert(self.sources, add)
+        codes, uniq = _group(keys.src)
+        r = self.sources.add_keys(uniq)
+        self._add(self.sources, r, codes, values, t[_last_of(codes, len(uniq))])
         for name, arr in (("ctx_pair", keys.ctx_pair), ("dst", keys.dst), ("service", keys.service)):
-            frame = pd.DataFrame({"k": arr, "t": t})
-            frame = frame[frame["k"] != ""]
-            add = frame.groupby("k", sort=False).agg(count=("t", "size"), seen=("t", "max"))
-            add["count"] = add["count"] + self.counts[name]["count"].reindex(add.index).fillna(0.0)
-            self.counts[name] = _upsert(self.counts[name], add)
+            has = arr != ""
+            codes, uniq = _group(arr[has])
+            r = self.counts[name].add_keys(uniq)
+            self._add(self.counts[name], r, codes, {}, t[has][_last_of(codes, len(uniq))])
         # Events per source and per (source, hour bin) by UTC day, for the daily-causal hour profile.
         day = _utc_day(t).astype(float)
         for name, arr in (("src", keys.src), ("src_hour", keys.src_hour)):
             table = self.daily[name]
-            frame = pd.DataFrame({"k": arr, "d": day, "c": 1.0})
-            old = table.reindex(pd.unique(arr)).dropna(subset=["last_day"])
-            if len(old):
-                k = old.index.to_numpy(dtype=object)
-                frame = pd.concat([
-                    frame,
-                    pd.DataFrame({"k": k, "d": old["last_day"].to_numpy(), "c": old["last_count"].to_numpy()}),
-                    pd.DataFrame({"k": k, "d": -np.inf, "c": old["done"].to_numpy()}),
-                ], ignore_index=True)
-            last_day = frame.groupby("k", sort=False)["d"].transform("max")
-            on_last = (frame["d"] == last_day).to_numpy()
-            c = frame["c"].to_numpy()
-            add = pd.DataFrame({
-                "done": pd.Series(np.where(on_last, 0.0, c)).groupby(frame["k"].to_numpy(), sort=False).sum(),
-                "last_day": frame.groupby("k", sort=False)["d"].max(),
-                "last_count": pd.Series(np.where(on_last, c, 0.0)).groupby(frame["k"].to_numpy(), sort=False).sum(),
-            })
-            add["seen"] = pd.Series(t).groupby(arr, sort=False).max()
-            self.daily[name] = _upsert(table, add)
+            codes, uniq = _group(arr)
+            u = len(uniq)
+            r = table.add_keys(uniq)
+            data, col = table.data, table.col
+            old_last, old_count = data[r, col["last_day"]], np.nan_to_num(data[r, col["last_count"]])
+            batch_last = np.full(u, -np.inf)
+            np.maximum.at(batch_last, codes, day)
+            last_day = np.fmax(old_last, batch_last)
+            last_count = np.bincount(codes, weights=day == last_day[codes], minlength=u) + np.where(
+                old_last == last_day, old_count, 0.0)
+            total = np.bincount(codes, minlength=u) + np.nan_to_num(data[r, col["done"]]) + old_count
+            data[r, col["done"]] = total - last_count
+            data[r, col["last_day"]] = last_day
+            data[r, col["last_count"]] = last_count
+            data[r, col["seen"]] = t[_last_of(codes, u)]
         # Node hour-of-day counts over every role an event gives a node (source, destination, context).
-        hb = (ev["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
+        hb = (ns // 3_600_000_000_000 % 24 // (24 // HOUR_BINS)).astype(np.int64)
         role_nodes = np.concatenate([windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]])
         ok = role_nodes >= 0
-        frame = pd.DataFrame({"k": keys.nodes[np.maximum(role_nodes, 0)][ok], "h": np.tile(hb, 3)[ok],
-                              "t": np.tile(t, 3)[ok]})
-        add = frame.groupby(["k", "h"]).size().unstack("h", fill_value=0).reindex(columns=range(HOUR_BINS), fill_value=0)
-        add.columns = [str(c) for c in add.columns]
-        add = add.astype(float) + self.node_hours.drop(columns="seen").reindex(add.index).fillna(0.0)
-        add["seen"] = frame.groupby("k")["t"].max()
-        self.node_hours = _upsert(self.node_hours, add)
+        codes, uniq = _group(keys.nodes[role_nodes[ok]])
+        u = len(uniq)
+        r = self.node_hours.add_keys(uniq)
+        counts = np.zeros((u, HOUR_BINS))
+        np.add.at(counts, (codes, np.tile(hb, 3)[ok]), 1.0)
+        data = self.node_hours.data
+        data[r, :HOUR_BINS] = np.nan_to_num(data[r, :HOUR_BINS]) + counts
+        seen = np.full(u, -np.inf)
+        np.maximum.at(seen, codes, np.tile(t, 3)[ok])
+        data[r, self.node_hours.col["seen"]] = seen
+
+    @staticmethod
+    def _add(table: _KeyTable, r: np.ndarray, codes: np.ndarray, values: dict[str, np.ndarray],
+             seen: np.ndarray) -> None:
+        """Add the events' count and ``values`` sums per key (rows ``r`` of ``table``) and set when
+        each key was last seen."""
+        data, col, u = table.data, table.col, len(r)
+        data[r, col["count"]] = np.nan_to_num(data[r, col["count"]]) + np.bincount(codes, minlength=u)
+        for name, v in values.items():
+            data[r, col[name]] = np.nan_to_num(data[r, col[name]]) + np.bincount(codes, weights=v, minlength=u)
+        data[r, col["seen"]] = seen
 
     def expire(self, now_s: float) -> int:
         """Forget keys not seen for ``memory_days``; returns how many were dropped."""
         cutoff = now_s - self.memory_days * 86400.0
-        dropped = 0
-        for attr in ("pairs", "sources", "node_hours"):
-            table = getattr(self, attr)
-            keep = table["seen"] >= cutoff
-            dropped += int((~keep).sum())
-            setattr(self, attr, table[keep])
-        for tables in (self.counts, self.daily):
-            for name, table in tables.items():
-                keep = table["seen"] >= cutoff
-                dropped += int((~keep).sum())
-                tables[name] = table[keep]
-        return dropped
+        return sum(table.expire(cutoff) for table in self._tables())
 
     def _prior_days(self, name: str, keys: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Remembered events of ``keys`` on UTC days before ``day`` (all of them are older than
         the buffer, so at most the last remembered day can be ``day`` itself)."""
-        mem = self.daily[name].reindex(keys)
-        last = mem["last_day"].to_numpy(dtype=float)
-        on_earlier = np.where(last < day, mem["last_count"].to_numpy(dtype=float), 0.0)
-        return np.nan_to_num(mem["done"].to_numpy(dtype=float)) + np.nan_to_num(on_earlier)
+        table = self.daily[name]
+        rows = table.rows(keys)
+        last = table.get(keys, "last_day", np.inf, rows)
+        return table.get(keys, "done", 0.0, rows) + np.where(last < day, table.get(keys, "last_count", 0.0, rows), 0.0)
 
-    def patch(self, windows: GraphWindows) -> None:
+    def patch(self, windows: GraphWindows, keys: _Keys | None = None) -> None:
         """Rewrite the cumulative features of ``windows`` (built over the buffer only) in place
-        so they count the remembered, evicted events too."""
+        so they count the remembered, evicted events too; ``keys``: those of ``windows``' events
+        when the caller has them."""
         if self.n_keys() == 0:
             return
-        keys = _keys_of(windows)
+        keys = _keys_of(windows) if keys is None else keys
         w, x = windows, windows.event_x
         n = len(w.event_src)
         t = _epoch_s(w.events["ts"])
         pair_code = w.event_src * w.n_nodes + w.event_dst
-        mem_pair = self.pairs.reindex(keys.pair)
+        pairs, pair_rows = self.pairs, self.pairs.rows(keys.pair)
         pair_buf = _group_cumcount(pair_code)
-        pair_total = pair_buf + mem_pair["count"].fillna(0.0).to_numpy()
+        pair_total = pair_buf + pairs.get(keys.pair, "count", 0.0, pair_rows)
         x[:, _F["pair_first_seen"]] = (pair_total == 0).astype(np.float32)
         ctx = w.event_ctx
         ctx_code = np.where(ctx >= 0, ctx * w.n_nodes + w.event_dst, -1 - np.arange(n))
-        ctx_total = _group_cumcount(ctx_code) + self.counts["ctx_pair"]["count"].reindex(keys.ctx_pair).fillna(0.0).to_numpy()
+        ctx_total = _group_cumcount(ctx_code) + self.counts["ctx_pair"].get(keys.ctx_pair, "count")
         x[:, _F["context_pair_first_seen"]] = ((ctx >= 0) & (ctx_total == 0)).astype(np.float32)
-        dst_total = _group_cumcount(w.event_dst) + self.counts["dst"]["count"].reindex(keys.dst).fillna(0.0).to_numpy()
+        dst_total = _group_cumcount(w.event_dst) + self.counts["dst"].get(keys.dst, "count")
         x[:, _F["dst_first_seen"]] = (dst_total == 0).astype(np.float32)
-        mem_src = self.sources.reindex(keys.src)
-        src_total = _group_cumcount(w.event_src) + mem_src["count"].fillna(0.0).to_numpy()
+        sources, src_rows = self.sources, self.sources.rows(keys.src)
+        src_total = _group_cumcount(w.event_src) + sources.get(keys.src, "count", 0.0, src_rows)
         x[:, _F["src_first_seen"]] = (src_total == 0).astype(np.float32)
         has_service = keys.service != ""
         service_code = pd.factorize(keys.service)[0]
         service_total = _group_cumcount(np.where(has_service, service_code, -1 - np.arange(n))) + (
-            self.counts["service"]["count"].reindex(keys.service).fillna(0.0).to_numpy()
+            self.counts["service"].get(keys.service, "count")
         )
         x[:, _F["service_first_seen"]] = (has_service & (service_total == 0)).astype(np.float32)
         # Hour profile share over completed UTC days: the buffer's earlier days plus the memory's.
@@ -318,7 +392,8 @@ class HistoryMemory:
         series = pd.Series(t)
         prev_buf = series.groupby(pair_code).shift(1).to_numpy()
         prev2_buf = series.groupby(pair_code).shift(2).to_numpy()
-        mem_last, mem_prev = mem_pair["last"].to_numpy(dtype=float), mem_pair["prev"].to_numpy(dtype=float)
+        mem_last = pairs.get(keys.pair, "last", np.nan, pair_rows)
+        mem_prev = pairs.get(keys.pair, "prev", np.nan, pair_rows)
         prev = np.where(pair_buf >= 1, prev_buf, mem_last)
         prev2 = np.where(pair_buf >= 2, prev2_buf, np.where(pair_buf == 1, mem_last, mem_prev))
         log_gap = np.log1p(np.where(np.isnan(prev), NO_PREVIOUS_GAP_S, t - prev))
@@ -334,8 +409,8 @@ class HistoryMemory:
             ("log_duration_s", "pair_prior_mean_log_duration_s", "du"),
         ):
             v = pd.Series(x[:, _F[feature]].astype(float))
-            pair_sum = v.groupby(pair_code).cumsum().to_numpy() - v.to_numpy() + mem_pair[col].fillna(0.0).to_numpy()
-            src_sum = v.groupby(w.event_src).cumsum().to_numpy() - v.to_numpy() + mem_src[col].fillna(0.0).to_numpy()
+            pair_sum = v.groupby(pair_code).cumsum().to_numpy() - v.to_numpy() + pairs.get(keys.pair, col, 0.0, pair_rows)
+            src_sum = v.groupby(w.event_src).cumsum().to_numpy() - v.to_numpy() + sources.get(keys.src, col, 0.0, src_rows)
             own = np.divide(pair_sum, pair_total, out=np.zeros(n), where=pair_total > 0)
             fallback = np.divide(src_sum, src_total, out=np.zeros(n), where=src_total > 0)
             x[:, _F[mean_feature]] = np.where(pair_total > 0, own, fallback)
@@ -357,7 +432,9 @@ class HistoryMemory:
         # Hour profile: the buffer's cumulative counts (integers, recovered exactly) + remembered.
         history_buf = np.rint(np.expm1(act_x[:, _N["log_history_events"]].astype(float)))
         hours_buf = np.rint(act_x[:, _HOUR_COLS].astype(float) * (history_buf[:, None] + 1.0) - 1.0 / HOUR_BINS)
-        mem = self.node_hours.drop(columns="seen").reindex(keys.nodes[act_node]).fillna(0.0).to_numpy()
+        table = self.node_hours
+        rows = table.rows(keys.nodes[act_node])
+        mem = np.where(rows[:, None] >= 0, table.data[np.maximum(rows, 0), :HOUR_BINS], 0.0) if len(table) else 0.0
         hours = hours_buf + mem
         history = hours.sum(axis=1, keepdims=True)
         act_x[:, _HOUR_COLS] = (hours + 1.0 / HOUR_BINS) / (history + 1.0)
@@ -383,17 +460,6 @@ class HistoryMemory:
         rows = rows[ok].astype(np.int64)
         col = _N["first_seen_share"]
         act_x[rows, col] = act_x[rows, col] - (win["d"].to_numpy()[ok] / win["any"].to_numpy()[ok])
-
-
-def _empty(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns}, index=pd.Index([], dtype=object, name="k"))
-
-
-def _upsert(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    rows = rows.reindex(columns=table.columns)
-    if table.empty:
-        return rows.astype(float)
-    return pd.concat([table[~table.index.isin(rows.index)], rows.astype(float)])
 
 
 @dataclass
@@ -431,6 +497,7 @@ class StreamState:
         self._seq = 0
         self._keep_from: int | None = None  # absolute fine bucket: earlier ones were evicted
         self.windows: GraphWindows | None = None
+        self._keys: _Keys | None = None  # of the events of ``windows``
         self.evicted_total = 0
         self._rates_fresh = True  # no event has reached the rate state yet
 
@@ -488,7 +555,9 @@ class StreamState:
         # Incremental: the rate state is only ever continued with the new events (below), so the
         # rebuild does not compute buffer-local rates that would be thrown away.
         windows = build_graph_windows(buffer, self.config.window, self.config.rate, with_rates=not self.incremental)
-        self.memory.patch(windows)
+        # The events' keys serve the patch now and the memory when they are evicted later.
+        self._keys = _keys_of(windows)
+        self.memory.patch(windows, self._keys)
         self.windows = windows
         seq = windows.events[SEQ].to_numpy()
         order = np.argsort(seq, kind="stable")
@@ -515,23 +584,17 @@ class StreamState:
                                        np.zeros(shape[:2], np.float32), self.rate_state)
         if windows.rates is None or len(rows) == 0:
             return
-        names = windows.nodes["name"].astype("string").to_numpy(dtype=object)
-        types = windows.nodes["node_type"].astype(str).to_numpy(dtype=object)
-        src, dst, ctx = windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]
-        has_ctx = ctx >= 0
-        safe_ctx = np.maximum(ctx, 0)
-        edges = pd.DataFrame({
-            "src": names[src], "src_type": types[src], "dst": names[dst], "dst_type": types[dst],
-            "relation": np.array([r[1] for r in RELATIONS], dtype=object)[windows.event_rel[rows]],
-            "ctx": pd.Series(np.where(has_ctx, names[safe_ctx], None), dtype="string"),
-            "ctx_type": np.where(has_ctx, types[safe_ctx], ""),
-        })
+        # Hashed once per node, not per event (as ``build_graph_windows`` does): the same typed
+        # names, so the same ids as a batch run's.
+        node_h = node_hash(windows.nodes["node_type"].astype(str) + ":" + windows.nodes["name"].astype(str))
+        src, dst, ctx, rel = windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows], windows.event_rel[rows]
+        actor = np.where((rel == RELATION_INDEX["logs_on"]) & (ctx >= 0), node_h[np.maximum(ctx, 0)], node_h[src])
         x = windows.event_x[rows]
         # As in a batch run: the failure flag and the edge's novelty over the whole stream (the
         # first-seen feature, already patched from the memory).
-        new = event_rates(edges, windows.event_rel[rows], windows.events["ts"].iloc[rows].reset_index(drop=True),
-                          x[:, _F["auth_failed"]], (x[:, _F["pair_first_seen"]] > 0).astype(np.int8),
-                          state=self.rate_state)
+        new = event_rates(None, rel, windows.events["ts"].iloc[rows].reset_index(drop=True), x[:, _F["auth_failed"]],
+                          (x[:, _F["pair_first_seen"]] > 0).astype(np.int8), state=self.rate_state,
+                          hashes=(node_h[src], node_h[dst], actor))
         rates = windows.rates
         rates.count[rows], rates.total[rows], rates.t[rows] = new.count, new.total, new.t
         rates.state = self.rate_state
@@ -548,7 +611,7 @@ class StreamState:
         old = np.flatnonzero((w.events["ts"] < cutoff).to_numpy())
         if len(old) == 0:
             return 0
-        self.memory.absorb(w, old)
+        self.memory.absorb(w, old, self._keys)
         # Events the graph could not place (no scored edge) are dropped with the rest.
         kept: deque[pd.DataFrame] = deque()
         evicted = 0
