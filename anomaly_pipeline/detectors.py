@@ -28,10 +28,16 @@ CONFIG_FILE = "detector.json"
 # the supervised head) become one score, without any weight learned from labels:
 # ``fisher`` (default): each part becomes its upper-tail probability among the unlabelled
 # validation window's values of that part, and the score is Fisher's sum of -log p over the parts.
-# Beyond the top ``TAIL_SHARE`` of the validation values the tail is an exponential fitted to them
-# (peaks over threshold, on log1p of the part), so an event far beyond anything in validation
-# keeps rising instead of tying at the validation maximum. A value of 0 (a one-sided part that saw
-# nothing surprising) has p = 1 and adds nothing.
+# Beyond the top ``TAIL_SHARE`` of the validation values the tail follows the model itself: every
+# part is a surprisal in nats (-log of a model probability), and under the model the chance of a
+# surprisal at least s falls as exp(-s) in the tail (exactly for exponential tails, up to
+# polynomial factors for the Gaussian, Student-t and Poisson ones), so each nat past the tail
+# start divides p by e. An event far beyond anything in validation keeps rising instead of tying
+# at the validation maximum, and a handful of validation values bunched at the top (a small or
+# quiet validation window) cannot make a slightly larger value look astronomically rare, as an
+# exponential fitted to those few values did (measured in docs/RESULTS.md, "How the defaults
+# were chosen"). A value of 0 (a one-sided part that saw nothing surprising) has p = 1 and adds
+# nothing.
 # ``tail_sum`` adds each part's empirical CDF instead; ``surprisal`` adds the raw nats.
 COMBINATIONS = ("fisher", "tail_sum", "surprisal")
 TAIL_SHARE = 0.05
@@ -90,8 +96,7 @@ class HybridDetector:
             raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
         self.combination = combination
         self.part_quantiles_: np.ndarray | None = None  # [parts, CALIBRATION_POINTS] of log1p(part)
-        self.tail_start_: np.ndarray | None = None  # [parts] where the exponential tail starts
-        self.tail_scale_: np.ndarray | None = None  # [parts] its mean excess (log1p units)
+        self.tail_start_: np.ndarray | None = None  # [parts] log1p(part) where the model's tail starts
         self.model_config = model_config
         self.train_config = train_config
         self.fit_fpr = fit_fpr
@@ -154,16 +159,11 @@ class HybridDetector:
 
     def fit_part_tails(self, parts: np.ndarray) -> HybridDetector:
         """Learn each part's distribution on unlabelled reference events (the validation window):
-        quantiles of log1p(part), and the exponential tail beyond its top ``TAIL_SHARE``."""
+        quantiles of log1p(part), and where its top ``TAIL_SHARE`` (the model's tail) starts."""
         values = _log_parts(parts)
         grid = np.linspace(0, 1, CALIBRATION_POINTS)
         self.part_quantiles_ = np.stack([np.quantile(values[:, j], grid) for j in range(values.shape[1])])
         self.tail_start_ = np.quantile(values, 1.0 - TAIL_SHARE, axis=0)
-        scale = np.empty(values.shape[1])
-        for j in range(values.shape[1]):
-            above = values[:, j][values[:, j] > self.tail_start_[j]]
-            scale[j] = (above - self.tail_start_[j]).mean() if len(above) else 0.0
-        self.tail_scale_ = np.maximum(scale, 1e-3)
         return self
 
     def part_log_pvalues(self, parts: np.ndarray) -> np.ndarray:
@@ -178,11 +178,11 @@ class HybridDetector:
             if q[-1] <= q[0]:
                 continue  # constant on the reference (the supervised head when it was not trained)
             x = values[:, j]
-            u, beta = self.tail_start_[j], self.tail_scale_[j]
+            u = self.tail_start_[j]
             share = max(1.0 - np.searchsorted(q, u, "left") / len(q), 0.5 / len(q))
-            # Share of reference values >= x below the tail start, the exponential tail beyond it.
+            # Share of reference values >= x below the tail start; beyond it one factor e per nat.
             empirical = np.maximum(1.0 - np.searchsorted(q, x, "left") / len(q), share)
-            out[:, j] = np.where(x > u, np.log(share) - (x - u) / beta, np.log(empirical))
+            out[:, j] = np.where(x > u, np.log(share) - (np.expm1(x) - np.expm1(u)), np.log(empirical))
         return out
 
     def part_pvalues(self, parts: np.ndarray) -> np.ndarray:
@@ -223,7 +223,6 @@ class HybridDetector:
                     "combination": self.combination,
                     "part_quantiles": None if self.part_quantiles_ is None else self.part_quantiles_.tolist(),
                     "tail_start": None if self.tail_start_ is None else self.tail_start_.tolist(),
-                    "tail_scale": None if self.tail_scale_ is None else self.tail_scale_.tolist(),
                     "score_parts": list(SCORE_PARTS),
                     "node_features": list(NODE_FEATURES),
                     "event_features": list(EVENT_FEATURES),
@@ -253,7 +252,6 @@ class HybridDetector:
             det.part_quantiles_ = np.asarray(meta["part_quantiles"], dtype=float)
         if meta.get("tail_start") is not None:
             det.tail_start_ = np.asarray(meta["tail_start"], dtype=float)
-            det.tail_scale_ = np.asarray(meta["tail_scale"], dtype=float)
         det.model = HybridGNNLSTM(det.model_config)
         state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
         det.model.load_state_dict(state)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly_pipeline.detectors import HybridDetector, IsolationForestDetector, predict
+from anomaly_pipeline.detectors import TAIL_SHARE, HybridDetector, IsolationForestDetector, predict
 from anomaly_pipeline.evaluation import evaluate_detectors
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.training import SCORE_PARTS, TrainConfig, score_components
@@ -50,16 +50,18 @@ def test_scores_are_finite_and_sum_of_parts(trained, small_windows):
             inside &= t[:, j] <= det.tail_start_[j]  # below the exponential tail: empirical p-values
     assert inside.sum() > 10
     np.testing.assert_allclose(scores[inside], expected[inside], atol=0.05, rtol=0.05)
-    # Beyond the validation maximum the score keeps rising instead of tying.
+    # Beyond the validation maximum the score keeps rising instead of tying: one factor e per nat.
     j = int(np.argmax(np.ptp(v, axis=0)))  # a part that varies on the validation window
     steps = np.array([1.0, 3.0, 40.0])
     beyond = np.zeros((3, parts.shape[1]))
-    beyond[:, j] = np.expm1(v[:, j].max() + det.tail_scale_[j] * steps)  # past the validation maximum
+    beyond[:, j] = np.expm1(v[:, j].max()) + steps  # nats past the validation maximum
     log_p = det.part_log_pvalues(beyond)[:, j]
-    assert log_p[2] < log_p[1] < log_p[0] < np.log(1.0 / len(v))  # no tie at the maximum: further out is rarer
+    assert log_p[2] < log_p[1] < log_p[0]  # no tie at the maximum: further out is rarer
+    np.testing.assert_allclose(np.diff(log_p), -np.diff(steps))
+    assert log_p[0] < np.log(TAIL_SHARE) - 0.9  # at least one nat past the tail start
     tail_sum = HybridDetector(combination="tail_sum")
     tail_sum.model, tail_sum.part_quantiles_ = det.model, det.part_quantiles_
-    tail_sum.tail_start_, tail_sum.tail_scale_ = det.tail_start_, det.tail_scale_
+    tail_sum.tail_start_ = det.tail_start_
     ts_scores = tail_sum.decision_function(small_windows, idx)
     rank = np.corrcoef(np.argsort(np.argsort(ts_scores)), np.argsort(np.argsort(scores)))[0, 1]
     assert (ts_scores >= 0).all() and rank > 0.5  # the two combinations order events alike

@@ -129,8 +129,7 @@ def test_cached_views_and_part_metrics_match_direct_scoring(small_windows, monke
     assert np.allclose(fisher.decision_function(small_windows, idx), det.combine(direct))
     assert tail.threshold_ is None and det.combination == "fisher"  # the view copies, never mutates
     tail_direct = HybridDetector(combination="tail_sum")
-    tail_direct.part_quantiles_, tail_direct.tail_start_, tail_direct.tail_scale_ = (
-        det.part_quantiles_, det.tail_start_, det.tail_scale_)
+    tail_direct.part_quantiles_, tail_direct.tail_start_ = det.part_quantiles_, det.tail_start_
     assert np.allclose(tail.decision_function(small_windows, idx), tail_direct.combine(direct))
     rows = {r["part"]: r for r in part_metrics(fisher, small_windows)}
     assert len(calls) == 1  # one scoring pass served both views and the part metrics
