@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 BLOCK_ROWS = 250_000
+Formatter = Callable[[pd.Series], pa.Array]
 _NEEDS_QUOTES = '[,"\n]'
 
 
@@ -76,24 +78,37 @@ def _quoted(text: pa.Array) -> pa.Array:
     return pc.if_else(needs, quoted, text)
 
 
-def _block_bytes(frame: pd.DataFrame, float_format: str) -> memoryview:
+def _block_bytes(frame: pd.DataFrame, float_format: str, formatters: Mapping[str, Formatter]) -> memoryview:
     """The rows of ``frame`` as CSV lines (no header)."""
-    cells = [pc.fill_null(_quoted(_column_text(frame[name], float_format)), "") for name in frame.columns]
+    cells = [
+        pc.fill_null(_quoted(formatters[name](frame[name]) if name in formatters
+                             else _column_text(frame[name], float_format)), "")
+        for name in frame.columns
+    ]
     lines = pc.binary_join_element_wise(*cells, ",")
     lines = pc.binary_join_element_wise(lines, "", os.linesep)  # each line + the line terminator
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
     return memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]]
 
 
-def write_csv(frame: pd.DataFrame, out: str | Path, float_format: str, block_rows: int = BLOCK_ROWS) -> None:
-    """``frame.to_csv(out, index=False, float_format=float_format)``, byte for byte, vectorised."""
+def write_csv(frame: pd.DataFrame, out: str | Path, float_format: str, block_rows: int = BLOCK_ROWS,
+              formatters: Mapping[str, Formatter] | None = None) -> None:
+    """``frame.to_csv(out, index=False, float_format=float_format)``, byte for byte, vectorised.
+
+    ``formatters``: column name -> function from a block of that column to its Arrow text (null for
+    an empty cell), applied block by block, so a column's text never exists for every row at once
+    (``write_table`` formats ``ts`` so); the pandas path applies it to the whole column."""
+    formatters = dict(formatters or {})
     header = _quoted(pa.array([str(name) for name in frame.columns], pa.string())).to_pylist()
     try:
         with open(out, "wb") as handle:
             handle.write((",".join(header) + os.linesep).encode())
             for lo in range(0, len(frame), block_rows):
-                handle.write(_block_bytes(frame.iloc[lo:lo + block_rows], float_format))
+                handle.write(_block_bytes(frame.iloc[lo:lo + block_rows], float_format, formatters))
     except _Unsupported:  # rewritten whole by pandas
+        frame = frame.assign(**{name: pd.Series(fmt(frame[name]).to_numpy(zero_copy_only=False), index=frame.index,
+                                                dtype=object)
+                                for name, fmt in formatters.items()})
         frame.to_csv(out, index=False, float_format=float_format, chunksize=200_000)
 
 
