@@ -39,6 +39,7 @@ are downloaded (``download_dataset``), for ``anomaly-pipeline datasets``.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
@@ -53,8 +54,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from anomaly_pipeline import schema, settings
+from anomaly_pipeline.csv_writer import write_csv
 from anomaly_pipeline.defaults import DEFAULT_EXPLAIN_TOP, DEFAULT_TS_MIN
 from anomaly_pipeline.sources.formats import FORMATS, detect_format, iter_events
 
@@ -143,6 +147,7 @@ def read_validated(
     policy: ValidationPolicy | None = None,
     max_rows: int | None = None,
     chunk_rows: int | None = None,
+    compact: bool = False,
     **reader_kwargs: Any,
 ) -> ValidatedInput:
     """Read ``path`` with the ``fmt`` adapter and validate it chunk by chunk.
@@ -153,6 +158,8 @@ def read_validated(
         policy: validation bounds; default ``ts_min`` = ``DEFAULT_TS_MIN``.
         max_rows: stop after this many input rows (lines), for quick runs.
         chunk_rows: rows per chunk for the adapter (its default when None).
+        compact: hold the valid events in compact columns (``compact_events``) as soon as each
+            chunk is validated, so the peak is the compact table plus one chunk.
 
     Raises:
         FileNotFoundError, DetectError (unknown format, format not detectable).
@@ -187,16 +194,21 @@ def read_validated(
             truncated = rows_read + len(chunk) > max_rows or next(chunks, None) is not None
             chunk = chunk.iloc[: max_rows - rows_read]
         result = validate_events(chunk, policy)
+        del chunk
         rows_read += result.rows_read
-        valid.append(result.valid)
+        valid.append(compact_events(result.valid) if compact else result.valid)
         quarantined.append(result.quarantined)
         reasons.update(result.reason_counts)
+        del result
+        if compact:
+            release_memory()
         if max_rows is not None and rows_read >= max_rows:
             break
     close = getattr(chunks, "close", None)
     if close is not None:
         close()
-    all_valid = _concat(valid, schema.empty_events())
+    all_valid = _concat_compact(valid) if compact else _concat(valid, schema.empty_events())
+    del valid
     all_quarantined = _concat(quarantined, schema.empty_quarantine())
     all_valid, repeats = _drop_repeated_ids(all_valid)
     if len(repeats):
@@ -214,9 +226,69 @@ def read_validated(
     )
 
 
+# Text columns with few distinct values (names, types): categorical, one code per row.
+CATEGORICAL_TEXT = ("event_type", "user", "src_host", "dst_host", "process", "protocol", "auth_type", "logon_type",
+                    "label_detail", "source")
+# Text columns with a distinct value per row: Arrow strings (one buffer, no Python object per row).
+ROW_TEXT = ("event_id", "raw_ref")
+
+
+def compact_events(events: pd.DataFrame) -> pd.DataFrame:
+    """``events`` with the same values in compact columns: ``CATEGORICAL_TEXT`` categorical,
+    ``ROW_TEXT`` Arrow-backed strings, the rest as they are.
+
+    Why: Python string objects cost about 100 bytes a row per text column; DARPA's 4.5 M events
+    took 4 GB that way. Everything downstream (graph windows, the detect table, the CSV writer)
+    reads these columns through ``astype("string")`` or by value, so the results do not change."""
+    columns = {}
+    for name in events.columns:
+        column = events[name]
+        if name in CATEGORICAL_TEXT:
+            column = column.astype("category")
+        elif name in ROW_TEXT:
+            column = column.astype("string[pyarrow]")
+        columns[name] = column
+    return pd.DataFrame(columns, index=events.index)
+
+
+def release_memory() -> None:
+    """Hand memory freed since the last call back to the system: Arrow's pool keeps freed blocks
+    and glibc keeps freed heap pages. Why: a chunk's Python strings and Arrow buffers are garbage
+    once compacted, but held on to they were 1.2 GB of DARPA's resident memory before the graph
+    build added its own peak on top (on another libc, only Arrow's pool is released)."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _concat_compact(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``compact_events`` chunks as one table; categoricals keep the union of their categories (a
+    plain ``pd.concat`` turns categoricals with different categories into Python objects)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return compact_events(schema.empty_events())
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    columns = {}
+    for name in frames[0].columns:
+        parts = [f[name] for f in frames]
+        if isinstance(parts[0].dtype, pd.CategoricalDtype):
+            columns[name] = pd.Series(pd.api.types.union_categoricals(parts, ignore_order=True), name=name)
+        else:
+            columns[name] = pd.concat(parts, ignore_index=True)
+        for f in frames:  # each chunk's column is dropped as soon as it is copied
+            del f[name]
+    return pd.DataFrame(columns)
+
+
 def _drop_repeated_ids(valid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Valid events without ids an earlier chunk already had, and quarantine rows for the repeats."""
-    repeat = (valid["event_id"].notna() & valid["event_id"].duplicated(keep="first")).to_numpy()
+    # Integer codes of the ids: the repeats are found without a Python object per id.
+    codes, _ = pd.factorize(valid["event_id"], use_na_sentinel=True)
+    repeat = (codes >= 0) & pd.Series(codes).duplicated(keep="first").to_numpy()
+    del codes
     if not repeat.any():
         return valid, schema.empty_quarantine()
     first_ref = valid.drop_duplicates("event_id").set_index("event_id")["raw_ref"]
@@ -409,7 +481,7 @@ def detect_file(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     policy = ValidationPolicy(ts_min=pd.Timestamp(ts_min, tz="UTC") if isinstance(ts_min, str) else ts_min)
-    data = read_validated(path, fmt, policy=policy, max_rows=max_rows)
+    data = read_validated(path, fmt, policy=policy, max_rows=max_rows, compact=True)
     timings["read_validate_s"] = time.perf_counter() - started
     log(f"read {data.rows_read:,} lines of {data.path} as {data.fmt}"
         + (f" (stopped after {max_rows:,})" if data.truncated else "")
@@ -430,6 +502,7 @@ def detect_file(
 
     t = time.perf_counter()
     windows = build_windows(data.valid, train_fraction, log)
+    release_memory()  # the graph build's intermediates, before training and scoring add theirs
     timings["windows_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -439,6 +512,7 @@ def detect_file(
     t = time.perf_counter()
     idx = windows.split_index("test")
     scores = detector.decision_function(windows, idx)
+    release_memory()
     timings["score_s"] = time.perf_counter() - t
     timings["score_events_per_s"] = len(idx) / timings["score_s"] if timings["score_s"] > 0 else math.inf
     log(f"scored {len(idx):,} events in {timings['score_s']:.1f} s ({timings['score_events_per_s']:,.0f} events/s)")
@@ -453,7 +527,9 @@ def detect_file(
     table = pd.DataFrame({"rank": np.arange(1, len(ranked) + 1), "score": scores[order],
                           "calibrated_tail": detector.calibrate(scores[order])})
     for column in kept:
-        table[column] = events[column].astype("string") if column == "raw_ref" else events[column]
+        # Arrow strings stay as they are (no Python string per row); the CSV writer reads them.
+        keep_as_is = column != "raw_ref" or isinstance(events[column].dtype, pd.StringDtype)
+        table[column] = events[column] if keep_as_is else events[column].astype("string")
     del events
     table["_pos"] = ranked
     table["reasons"] = ""
@@ -486,14 +562,17 @@ def write_table(table: pd.DataFrame, out: str | Path) -> Path:
     """The detect table as CSV (``ts`` in ISO 8601 UTC with microseconds, ``...Z``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame = table.copy(deep=False)  # the columns are shared; only ``ts`` is replaced
-    ts = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
-    # np.datetime_as_string gives ``YYYY-MM-DDTHH:MM:SS.ffffff`` (as strftime's %f), vectorised.
-    text = np.char.add(np.datetime_as_string(ts, unit="us"), "Z").astype(object)
-    text[np.isnat(ts)] = None
-    frame["ts"] = text
-    frame.to_csv(out, index=False, float_format="%.6g", chunksize=200_000)
+    # What ``to_csv`` writes, vectorised; ``ts`` formatted block by block (its text for millions of
+    # rows at once took more memory than the scored table).
+    write_csv(table, out, float_format="%.6g", formatters={"ts": _iso_utc})
     return out
+
+
+def _iso_utc(ts: pd.Series) -> pa.Array:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (as strftime's ``%f``), null where missing, vectorised."""
+    us = pd.to_datetime(ts, utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
+    text = pa.array(np.datetime_as_string(us, unit="us"), pa.string(), mask=np.isnat(us))
+    return pc.binary_join_element_wise(text, "Z", "")
 
 
 # --------------------------------------------------------------------------------------------

@@ -203,7 +203,8 @@ class HybridDetector:
     def decision_function(self, windows: GraphWindows, idx: np.ndarray) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("HybridDetector: call fit() or load() before scoring")
-        return self.combine(score_components(self.model, windows, idx))
+        # Combined chunk by chunk (``combine`` is row-wise): no parts array of every event.
+        return score_components(self.model, windows, idx, reduce=self.combine)
 
     def save(self, directory: str | Path) -> Path:
         """Weights as a plain state dict plus JSON config: loading executes no pickled code."""

@@ -806,14 +806,18 @@ def _distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 @torch.inference_mode()
 def score_components(
     model: HybridGNNLSTM, windows: GraphWindows, idx: np.ndarray | None = None, chunk_buckets: int = 24,
-    dedupe: bool = True,
+    dedupe: bool = True, reduce: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per event, the surprisal (nats) of each factor in ``SCORE_PARTS``: [len(idx), len(SCORE_PARTS)].
 
     Events whose model inputs are identical (bucket, endpoints, relation, event features and
     expected rates, bit for bit; common in floods and scans) are decoded once (``dedupe``): the
     decoder is a function of its row alone, so their outputs are the same. The per-event parts
-    that do not go through the model (hour profile, rate surprise) are computed per event."""
+    that do not go through the model (hour profile, rate surprise) are computed per event.
+
+    ``reduce`` (a row-wise function of a parts array, e.g. ``HybridDetector.combine``): applied to
+    each chunk's parts as soon as they are decoded, and its [len(idx)] values returned instead of
+    the parts; the [n, len(SCORE_PARTS)] float64 array of millions of events is never held."""
     model.eval()
     device = next(model.parameters()).device
     gt = GraphTensors(windows, device)
@@ -823,7 +827,7 @@ def score_components(
     wanted[idx] = True
     # One row per wanted event (not per event of the windows): ``row_of[e]`` is event e's row.
     row_of = np.cumsum(wanted) - 1
-    parts = np.full((int(wanted.sum()), len(SCORE_PARTS)), np.nan)
+    parts = np.full((int(wanted.sum()), len(SCORE_PARTS)) if reduce is None else int(wanted.sum()), np.nan)
     L = model.config.history
     w = windows
     if len(idx):
@@ -852,7 +856,8 @@ def score_components(
         if inverse is not None:
             back = torch.from_numpy(inverse).to(device)
             out = {k: (out[k][back] if out[k] is not None else None) for k in _PER_ROW_OUTPUTS}
-        parts[row_of[sel]] = decoded_parts(model, w, sel, out)
+        decoded = decoded_parts(model, w, sel, out)
+        parts[row_of[sel]] = decoded if reduce is None else reduce(decoded)
     return parts[row_of[idx]]
 
 

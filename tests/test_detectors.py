@@ -148,6 +148,16 @@ def test_static_gnn_and_lstm_only_baselines_share_the_interface(small_windows):
     assert lstm_only_detector().model_config.hops == 0
 
 
+def test_scores_combined_per_chunk_equal_combining_all_parts(trained, small_windows):
+    """Issue 15: ``decision_function`` combines each chunk's parts as they are decoded
+    (``score_components(reduce=...)``); the scores are those of combining the parts of every
+    event at once, bit for bit, in the caller's (unsorted) order."""
+    det, _ = trained
+    idx = np.random.default_rng(0).permutation(small_windows.split_index("test"))
+    np.testing.assert_array_equal(det.decision_function(small_windows, idx),
+                                  det.combine(score_components(det.model, small_windows, idx)))
+
+
 def test_deduplicated_scoring_equals_scoring_every_event(trained, small_events):
     """Issue 15: events with identical model inputs (a flood repeats the same edge in the same
     minute) are decoded once; every event's parts equal those of decoding each event on its own,
