@@ -224,6 +224,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             fmt=args.format,
             explain_top=args.explain_top,
             epochs_per_stage=args.epochs_per_stage,
+            seed=args.seed,
             ts_min=args.ts_min,
             log=lambda line: print(line, flush=True),
         )
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"explain this many top-ranked events (default {DEFAULT_EXPLAIN_TOP})")
     detect.add_argument("--ts-min", type=arg_date, default=DEFAULT_TS_MIN,
                         help=f"earliest accepted event time, ISO 8601 (default {DEFAULT_TS_MIN})")
+    detect.add_argument("--seed", type=int, default=0,
+                        help="the model's random seed (default 0); the same seed and file give the same ranking, "
+                             "other seeds show the spread")
     detect.add_argument("--epochs-per-stage", type=arg_int_at_least(1), default=None, help=argparse.SUPPRESS)
     detect.set_defaults(func=_cmd_detect)
 

@@ -447,12 +447,13 @@ def format_epoch(stats, total: int) -> str:
     )
 
 
-def train_detector(windows, *, epochs_per_stage: int | None = None, log: Log = print):
-    """``HybridDetector`` with default settings (or ``epochs_per_stage`` per curriculum stage)."""
+def train_detector(windows, *, epochs_per_stage: int | None = None, seed: int = 0, log: Log = print):
+    """``HybridDetector`` with default settings (or ``epochs_per_stage`` per curriculum stage),
+    initialised and sampled from ``seed``."""
     from anomaly_pipeline.detectors import HybridDetector
     from anomaly_pipeline.training import TrainConfig
 
-    train_config = TrainConfig()
+    train_config = TrainConfig(seed=seed)
     if epochs_per_stage is not None:
         train_config = train_config.with_epochs_per_stage(epochs_per_stage)
     total = train_config.epochs
@@ -469,11 +470,13 @@ def detect_file(
     fmt: str = "auto",
     explain_top: int = DEFAULT_EXPLAIN_TOP,
     epochs_per_stage: int | None = None,
+    seed: int = 0,
     ts_min: str | pd.Timestamp = DEFAULT_TS_MIN,
     max_rows: int | None = None,
     log: Log = print,
 ) -> DetectResult:
-    """Run the detect protocol (module docstring) on ``path``; see ``DetectResult``."""
+    """Run the detect protocol (module docstring) on ``path``; see ``DetectResult``. ``seed``: the
+    model's seed (the data and the split do not depend on it), so several runs give a seed spread."""
     from anomaly_pipeline.explain import explain_events
     from anomaly_pipeline.validation import ValidationPolicy
 
@@ -506,7 +509,7 @@ def detect_file(
     timings["windows_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    detector = train_detector(windows, epochs_per_stage=epochs_per_stage, log=log)
+    detector = train_detector(windows, epochs_per_stage=epochs_per_stage, seed=seed, log=log)
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
