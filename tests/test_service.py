@@ -7,6 +7,7 @@ import json
 import re
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,7 +15,7 @@ from anomaly_pipeline.incidents import Incident
 from anomaly_pipeline.service import create_app, serve_in_thread
 from anomaly_pipeline.service_pages import incident_index_page, wants_html
 from anomaly_pipeline.streaming import StreamConfig, StreamScorer
-from anomaly_pipeline.streaming.scorer import SeenEventIds
+from anomaly_pipeline.streaming.scorer import SeenEventIds, strongest_part_reason
 from tests.test_streaming import STREAM_WINDOW, stream_events, tiny_model, to_records
 
 
@@ -185,7 +186,14 @@ def test_every_alert_carries_a_reason(scored):
     client, scorer, answered = scored
     # As sent (before the model's explanation): a feature reason, else the strongest score part.
     assert answered and all(a["reasons"] and all(r.strip() for r in a["reasons"]) for a in answered)
-    assert any("strongest part of the score" in a["reasons"][0] for a in answered)  # the fallback was needed
+    # The fallback, where no feature reason applies, names the part with the smallest tail probability.
+    from anomaly_pipeline.training import SCORE_PARTS
+
+    parts, log_p = np.zeros(len(SCORE_PARTS)), np.zeros(len(SCORE_PARTS))
+    k = SCORE_PARTS.index("rate_destination")
+    parts[k], log_p[k] = 7.5, np.log(1e-4)
+    reason = strongest_part_reason({"from": "WS01", "to": "SRV01", "event_type": "flow"}, parts, log_p)
+    assert "rate_destination 7.5 nats" in reason and "strongest part of the score" in reason
     scorer.flush_explanations()
     alerts = client.get("/alerts", params={"limit": 10_000}).json()
     assert alerts and all(a["reasons"] for a in alerts)

@@ -572,6 +572,10 @@ class StreamScorer:
             self.alerts.append(alert)
         if decoded is not None:
             self._explain_decoded(w, idx, parts, decoded, alerts, rows)
+        if alerts and self.checkpoint is not None:
+            # At most once: the claimed ids are on disk before any alert goes out, so a kill after
+            # this point (before the batch's position is saved) cannot send them again on restart.
+            self.checkpoint.save()
         for alert in alerts:
             if self.alert_out is not None:
                 self.alert_out.write(json.dumps(alert, default=str) + "\n")
