@@ -35,7 +35,7 @@ CONFIG_FILE = "detector.json"
 # start divides p by e. An event far beyond anything in validation keeps rising instead of tying
 # at the validation maximum, and a handful of validation values bunched at the top (a small or
 # quiet validation window) cannot make a slightly larger value look astronomically rare, as an
-# exponential fitted to those few values did (measured in docs/RESULTS.md, "How the defaults
+# exponential fitted to those few values did (measured in README.md, "How defaults
 # were chosen"). A value of 0 (a one-sided part that saw nothing surprising) has p = 1 and adds
 # nothing.
 # ``tail_sum`` adds each part's empirical CDF instead; ``surprisal`` adds the raw nats.
