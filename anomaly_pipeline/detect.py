@@ -40,6 +40,7 @@ are downloaded (``download_dataset``), for ``anomaly-pipeline datasets``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -257,10 +258,18 @@ def release_memory() -> None:
     once compacted, but held on to they were 1.2 GB of DARPA's resident memory before the graph
     build added its own peak on top (on another libc, only Arrow's pool is released)."""
     pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, loaded once (None on another libc)."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def _concat_compact(frames: list[pd.DataFrame]) -> pd.DataFrame:

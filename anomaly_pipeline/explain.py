@@ -201,7 +201,7 @@ def _reasons(
         start = hour // width * width
         reasons.append(
             f"{src} is rarely active between {start:02d}:00 and {start + width:02d}:00 "
-            f"({share:.1%} of its earlier activity)"
+            f"({share:.1%} of its activity on earlier days falls in these hours, counting only hours the data covered)"
         )
     if x[_F["src_first_seen"]] == 1:
         reasons.append(f"first event from {src} in the data so far")

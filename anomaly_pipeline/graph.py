@@ -38,6 +38,7 @@ RELATIONS: tuple[tuple[str, str, str], ...] = (
 RELATION_INDEX = {rel[1]: i for i, rel in enumerate(RELATIONS)}
 SCORED_RELATIONS = ("logs_on", "runs", "flows_to", "flows_to_ext")
 HOUR_BINS = 8  # 3-hour bins of the day for the cumulative hour profile
+HOUR_PRIOR_DAYS = 1.0  # pseudo-days at a source's overall rate in each bin of its hour profile
 
 NODE_FEATURES: tuple[str, ...] = (
     "log_out_events",
@@ -483,12 +484,61 @@ def _prior_mean(values: np.ndarray, key: np.ndarray, fallback_key: np.ndarray) -
     return np.where(count > 0, own, fallback)
 
 
-def _prior_days_count(keys: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """Per event, how many events with the same key fell on earlier days (events in time order)."""
-    frame = pd.DataFrame({"k": keys, "d": day})
-    per_day = frame.groupby(["k", "d"], sort=True).size()
-    before = per_day.groupby(level="k").cumsum() - per_day
-    return before.reindex(pd.MultiIndex.from_arrays([keys, day])).to_numpy(dtype=np.float64)
+def hour_profile(prior: np.ndarray, exposure: np.ndarray) -> np.ndarray:
+    """[rows, HOUR_BINS]: a source's hour-of-day profile, the share of its activity expected in
+    each 3-hour bin, from ``prior`` (its events per bin on earlier days) and ``exposure`` (how
+    many earlier days the data covered each bin, i.e. held any event in it).
+
+    Each bin's rate is events per covered day, shrunk towards the source's overall rate by
+    ``HOUR_PRIOR_DAYS`` pseudo-days (a Gamma-Poisson posterior mean); a bin the data never covered
+    gets the overall rate. A capture that starts at 22:00 therefore does not call the monitored
+    host's 10:00 traffic next morning "never seen at this hour": nobody could have seen it then.
+    Counting events over days instead (bins the data never covered as zeros) did exactly that,
+    and ranked every benign daytime event of a one-day capture above the scans (README, "How
+    defaults were chosen"). No earlier activity: the uniform 1 / HOUR_BINS."""
+    total = prior.sum(axis=1, keepdims=True)
+    covered = exposure.sum(axis=1, keepdims=True)
+    mean = np.divide(total, covered, out=np.zeros_like(total, dtype=np.float64), where=covered > 0)
+    rate = (prior + HOUR_PRIOR_DAYS * mean) / (exposure + HOUR_PRIOR_DAYS)
+    norm = rate.sum(axis=1, keepdims=True)
+    return np.where(norm > 0, rate / np.where(norm > 0, norm, 1.0), 1.0 / HOUR_BINS)
+
+
+def source_day_hours(src: np.ndarray, day: np.ndarray, hour_bin: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (source, UTC day) row, sorted by source then day: ``(row_src, row_day, counts,
+    prior, row_of_event)``: that day's events per hour bin [rows, HOUR_BINS], the source's events
+    per bin on its earlier days in this data [rows, HOUR_BINS], and each event's row."""
+    src = np.asarray(src, dtype=np.int64)
+    day = np.asarray(day, dtype=np.int64)
+    d0 = int(day.min()) if len(day) else 0
+    span = int(day.max()) - d0 + 1 if len(day) else 1
+    rows, row_of_event = np.unique(src * span + (day - d0), return_inverse=True)
+    counts = np.bincount(row_of_event * HOUR_BINS + hour_bin, minlength=len(rows) * HOUR_BINS)
+    counts = counts.reshape(len(rows), HOUR_BINS).astype(np.float64)
+    row_src, row_day = rows // span, rows % span + d0
+    before = np.cumsum(counts, axis=0) - counts
+    first = np.r_[True, row_src[1:] != row_src[:-1]] if len(rows) else np.zeros(0, dtype=bool)
+    prior = before - before[np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))]
+    return row_src, row_day, counts, prior, row_of_event
+
+
+def covered_before(covered_days: np.ndarray, covered_bins: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """[len(days), HOUR_BINS]: per bin, how many of the covered (day, bin) pairs lie on days
+    before each of ``days`` (pairs given as two arrays, without repeats)."""
+    out = np.zeros((len(days), HOUR_BINS))
+    for b in range(HOUR_BINS):
+        on = np.sort(covered_days[covered_bins == b])
+        out[:, b] = np.searchsorted(on, days, side="left")
+    return out
+
+
+def event_hour_share(src: np.ndarray, day: np.ndarray, hour_bin: np.ndarray) -> np.ndarray:
+    """Per event (time order), its bin's share of the source's ``hour_profile`` from earlier days."""
+    row_src, row_day, _, prior, row_of_event = source_day_hours(src, day, hour_bin)
+    pairs = np.unique(np.asarray(day, dtype=np.int64) * HOUR_BINS + hour_bin)
+    exposure = covered_before(pairs // HOUR_BINS, pairs % HOUR_BINS, row_day)
+    return hour_profile(prior, exposure)[row_of_event, hour_bin]
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray:
@@ -600,8 +650,6 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     # The source's hour-of-day profile counts completed days only, so a burst cannot make its
     # own hour familiar within minutes.
     day = np.floor(epoch_seconds(ts) / 86400.0).astype(np.int64)  # UTC days
-    src_prior_days = _prior_days_count(src, day)
-    src_hour_prior_days = _prior_days_count(src * HOUR_BINS + hour_bin, day)
     packets = events["packets"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
 
     # Rhythm of the pair: time since its previous event and how much that gap differs from the
@@ -633,7 +681,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         lambda: (dst_prior == 0).astype(np.float32),
         lambda: (src_prior == 0).astype(np.float32),
         lambda: ((service >= 0) & (service_prior == 0)).astype(np.float32),
-        lambda: (src_hour_prior_days + 1.0) / (src_prior_days + HOUR_BINS),
+        lambda: event_hour_share(src, day, hour_bin),
         lambda: log_gap,
         lambda: irregularity,
         lambda: _prior_mean(np.log1p(bytes_out), pair_key, src),

@@ -97,21 +97,52 @@ def test_hour_profile_counts_earlier_days_and_burst_rates_stand_out():
     t0 = pd.Timestamp("2026-01-05 09:00", tz="UTC")
     rows = [{"ts": t0 + pd.Timedelta(days=d, minutes=m), "event_type": "auth", "user": "u1", "src_host": "WS1",
              "dst_host": "SRV1", "success": True} for d in range(3) for m in (0, 30)]
+    # u2 works around the clock on days 0-2, so the data covers every hour bin on those days.
+    day0 = t0.normalize()
+    rows += [{"ts": day0 + pd.Timedelta(days=d, hours=h, minutes=10), "event_type": "auth", "user": "u2",
+              "src_host": "WS2", "dst_host": "SRV2", "success": True} for d in range(3) for h in range(1, 24, 3)]
     # A burst of 50 logons from u1 to SRV1 within one minute on day 3, at 21:00.
     rows += [{"ts": t0 + pd.Timedelta(days=3, hours=12, seconds=s), "event_type": "auth", "user": "u1",
               "src_host": "WS1", "dst_host": "SRV1", "success": True} for s in range(50)]
     w = build_graph_windows(_events(rows), WindowConfig(stride_hours=1, window_hours=2, history=2,
                                                         coarse_stride_hours=None))
-    share = w.event_x[:, F["src_hour_profile_share"]]
-    # Day 0: no earlier day. Day 2, 09:xx: 4 earlier events, all in the 09-12 bin: (4 + 1) / (4 + 8).
-    assert share[0] == pytest.approx(1 / 8) and share[4] == pytest.approx(5 / 12)
-    # The burst's own events never make its hour familiar: all 50 see 6 earlier-day events, none at 21h.
-    assert np.allclose(share[6:], 1 / 14)
+    u1 = (w.events["user"] == "u1").to_numpy()
+    share = w.event_x[u1, F["src_hour_profile_share"]]
+    # Day 0: no earlier day. Day 2, 09:xx: 4 earlier events in the 09-12 bin over 2 covered days,
+    # mean 4 / 16 per bin-day: (4 + 0.25) / 3 against 0.25 / 3 in each other bin (graph.hour_profile).
+    assert share[0] == pytest.approx(1 / 8) and share[4] == pytest.approx(4.25 / 6)
+    # The burst's own events never make its hour familiar: all 50 see 6 earlier-day events, none
+    # at 21h over 3 covered days: 0.25 / 4 against (6 + 0.25) / 4 + 7 x 0.25 / 4.
+    assert np.allclose(share[6:], 0.0625 / 2.0)
     from anomaly_pipeline.rates import rate_surprise
 
-    z = rate_surprise(w.rates.count, w.rates.total, w.rates.t)[:, 0]  # the one-minute scale
+    z = rate_surprise(w.rates.count, w.rates.total, w.rates.t)[u1, 0]  # u1's events, the one-minute scale
     assert z[-1, 0] > 20 * max(z[:6, 0].max(), 1.0)  # the 50th logon of the minute is a burst (nats)
     assert (z[6:, 0][1:] >= z[6:, 0][:-1] - 1e-9).all()  # and it grows with the burst
+
+
+def test_hour_profile_leaves_hours_the_data_never_covered_neutral():
+    """A capture that starts late in the evening: the next morning's traffic of its only host is
+    not 'rarely active at this hour', because nothing was observed at that hour before."""
+    t0 = pd.Timestamp("2026-01-05 22:00", tz="UTC")
+    rows = [{"ts": t0 + pd.Timedelta(minutes=5 * i), "event_type": "network_flow", "src_host": "WS1",
+             "dst_host": f"198.51.100.{i % 7}", "bytes_out": 100.0} for i in range(20)]
+    rows += [{"ts": t0 + pd.Timedelta(hours=12, minutes=i), "event_type": "network_flow", "src_host": "WS1",
+              "dst_host": "198.51.100.1", "bytes_out": 100.0} for i in range(5)]
+    w = build_graph_windows(_events(rows), WindowConfig(stride_hours=1, window_hours=2, history=2,
+                                                        coarse_stride_hours=None))
+    share = w.event_x[:, F["src_hour_profile_share"]]
+    # Day 0 covered only 21-24h: WS1's 10:00 traffic on day 1 gets its overall rate, 1 / 8.
+    assert share[-5:] == pytest.approx([1 / 8] * 5)
+    from anomaly_pipeline.graph import hour_profile
+
+    # Once a bin is covered and quiet, it is rare: 8 events in bin 7 on each of 2 days, bin 3
+    # covered (by someone) on both days with none of this source's events.
+    prior = np.array([[0, 0, 0, 0, 0, 0, 0, 16.0]])
+    exposure = np.array([[0, 0, 0, 2, 0, 0, 0, 2.0]])
+    profile = hour_profile(prior, exposure)
+    assert profile.sum() == pytest.approx(1.0)
+    assert profile[0, 3] == pytest.approx((4 / 3) / (4 / 3 + 20 / 3 + 6 * 4))
 
 
 def _reference_node_ids(events: pd.DataFrame):

@@ -133,8 +133,10 @@ def test_daily_hour_profile_counts_evicted_events_on_later_days_only():
     batch = build_graph_windows(events, STREAM_WINDOW)
     assert state.evicted_total >= 2  # the day-0 events at 01:00 and 02:00 left the buffer by 13:00
     share = [float(rows[i][f["src_hour_profile_share"]]) for i in range(len(times))]
-    # Day 0: no completed day yet (1 / 8); day 1: three earlier events, one in the 00-03 bin.
-    np.testing.assert_allclose(share, [1 / 8, 1 / 8, 1 / 8, 3 / 11, 3 / 11], rtol=1e-6)
+    # Day 0: no completed day yet (1 / 8). Day 1: three earlier events, two in the 00-03 bin and
+    # one in 12-15, the only bins day 0 covered: rates (2 + 1.5) / 2 and (1 + 1.5) / 2 per day
+    # against the mean 1.5 for the six bins nobody observed (graph.hour_profile).
+    np.testing.assert_allclose(share, [1 / 8, 1 / 8, 1 / 8, 1.75 / 12, 1.75 / 12], rtol=1e-6)
     np.testing.assert_allclose(np.stack([rows[i] for i in range(len(times))]), batch.event_x, rtol=1e-5, atol=1e-5)
     assert [rows[i][f["src_first_seen"]] for i in range(len(times))] == [1, 0, 0, 0, 0]
 

@@ -808,7 +808,8 @@ def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
         width = 24 // HOUR_BINS
         start = w.events["ts"].iloc[pos].hour // width * width
         reasons.append(f"{src} is rarely active between {start:02d}:00 and {start + width:02d}:00 "
-                       f"({share:.1%} of its activity on earlier days)")
+                       f"({share:.1%} of its activity on earlier days falls in these hours, counting only hours the "
+                       "data covered)")
     if x[f["src_first_seen"]] == 1:
         reasons.append(f"first event from {src} in {memory_days:g} days")
     if x[f["service_first_seen"]] == 1 and x[f["pair_first_seen"]] != 1:

@@ -49,9 +49,11 @@ from anomaly_pipeline.graph import (
     GraphWindows,
     WindowConfig,
     _group_cumcount,
-    _prior_days_count,
     build_graph_windows,
+    covered_before,
     event_rates,
+    hour_profile,
+    source_day_hours,
 )
 from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState, node_hash
 
@@ -243,13 +245,16 @@ class HistoryMemory:
     counts: dict[str, _KeyTable] = field(
         default_factory=lambda: {k: _KeyTable(("count", "seen")) for k in ("ctx_pair", "dst", "service")}
     )
-    # Per source ("src") and per (source, hour bin) ("src_hour"): events on days before the last
-    # remembered day ("done"), that day ("last_day") and its events ("last_count"). Every evicted
-    # event is older than the buffer, so the last day's events count for a buffered event of a
-    # later day only (the hour profile share counts completed days).
+    # Per (source, hour bin) ("src_hour"): events on days before the last remembered day
+    # ("done"), that day ("last_day") and its events ("last_count"). Every evicted event is older
+    # than the buffer, so the last day's events count for a buffered event of a later day only
+    # (the hour profile counts completed days).
     daily: dict[str, _KeyTable] = field(
-        default_factory=lambda: {k: _KeyTable(("done", "last_day", "last_count", "seen")) for k in ("src", "src_hour")}
+        default_factory=lambda: {"src_hour": _KeyTable(("done", "last_day", "last_count", "seen"))}
     )
+    # The (UTC day, hour bin) pairs that evicted events covered, as day * HOUR_BINS + bin: the
+    # hour profile's exposure (``graph.hour_profile``); 8 numbers a day at most, never expired.
+    covered: set[int] = field(default_factory=set)
     node_hours: _KeyTable = field(default_factory=lambda: _KeyTable((*map(str, range(HOUR_BINS)), "seen")))
 
     def _tables(self) -> list[_KeyTable]:
@@ -294,7 +299,9 @@ class HistoryMemory:
             self._add(self.counts[name], r, codes, {}, t[has][_last_of(codes, len(uniq))])
         # Events per source and per (source, hour bin) by UTC day, for the daily-causal hour profile.
         day = _utc_day(t).astype(float)
-        for name, arr in (("src", keys.src), ("src_hour", keys.src_hour)):
+        hour_bin = (ns // 3_600_000_000_000 % 24 // (24 // HOUR_BINS)).astype(np.int64)
+        self.covered.update(np.unique(day.astype(np.int64) * HOUR_BINS + hour_bin).tolist())
+        for name, arr in (("src_hour", keys.src_hour),):
             table = self.daily[name]
             codes, uniq = _group(arr)
             u = len(uniq)
@@ -380,13 +387,20 @@ class HistoryMemory:
             self.counts["service"].get(keys.service, "count")
         )
         x[:, _F["service_first_seen"]] = (has_service & (service_total == 0)).astype(np.float32)
-        # Hour profile share over completed UTC days: the buffer's earlier days plus the memory's.
+        # Hour profile over completed UTC days: the buffer's earlier days plus the memory's, and
+        # the (day, bin) pairs either covered.
         hour_bin = (w.events["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
-        day = _utc_day(t)
-        src_days = _prior_days_count(w.event_src, day) + self._prior_days("src", keys.src, day)
-        src_hour_days = _prior_days_count(w.event_src * HOUR_BINS + hour_bin, day) + self._prior_days(
-            "src_hour", keys.src_hour, day)
-        x[:, _F["src_hour_profile_share"]] = (src_hour_days + 1.0) / (src_days + HOUR_BINS)
+        day = _utc_day(t).astype(np.int64)
+        _, row_day, _, prior, row_of_event = source_day_hours(w.event_src, day, hour_bin)
+        first_event = np.zeros(len(row_day), dtype=np.int64)
+        first_event[row_of_event[::-1]] = np.arange(n)[::-1]
+        row_src_key = keys.src[first_event].astype(object)
+        for b in range(HOUR_BINS):
+            prior[:, b] += self._prior_days("src_hour", row_src_key + (_SEP_PAIR + str(b)), row_day)
+        covered = np.union1d(np.fromiter(self.covered, dtype=np.int64, count=len(self.covered)),
+                             day * HOUR_BINS + hour_bin)
+        exposure = covered_before(covered // HOUR_BINS, covered % HOUR_BINS, row_day)
+        x[:, _F["src_hour_profile_share"]] = hour_profile(prior, exposure)[row_of_event, hour_bin]
 
         # Pair rhythm: the earlier times of a pair are the remembered ones, then the buffer's.
         series = pd.Series(t)
