@@ -170,9 +170,12 @@ class HybridDetector:
         """[n, parts]: log of each part's upper-tail probability among the reference values (see
         ``COMBINATIONS``), in log space so that nothing underflows or ties far beyond the
         reference; 0 for a part that is constant on the reference events."""
+        return self._log_pvalues(_log_parts(parts))
+
+    def _log_pvalues(self, values: np.ndarray) -> np.ndarray:
+        """``part_log_pvalues`` of parts already on the log1p scale (``_log_parts``)."""
         if self.part_quantiles_ is None or self.tail_start_ is None:
             raise RuntimeError("HybridDetector: fit() before part_pvalues()")
-        values = _log_parts(parts)
         out = np.zeros(values.shape)
         for j, q in enumerate(self.part_quantiles_):
             if q[-1] <= q[0]:
@@ -181,8 +184,11 @@ class HybridDetector:
             u = self.tail_start_[j]
             share = max(1.0 - np.searchsorted(q, u, "left") / len(q), 0.5 / len(q))
             # Share of reference values >= x below the tail start; beyond it one factor e per nat.
-            empirical = np.maximum(1.0 - np.searchsorted(q, x, "left") / len(q), share)
-            out[:, j] = np.where(x > u, np.log(share) - (np.expm1(x) - np.expm1(u)), np.log(empirical))
+            column = np.log(np.maximum(1.0 - np.searchsorted(q, x, "left") / len(q), share))
+            tail = x > u
+            if tail.any():
+                column[tail] = np.log(share) - (np.expm1(x[tail]) - np.expm1(u))
+            out[:, j] = column
         return out
 
     def part_pvalues(self, parts: np.ndarray) -> np.ndarray:
@@ -194,8 +200,9 @@ class HybridDetector:
         parts = np.nan_to_num(np.asarray(parts, dtype=float))
         if self.combination == "surprisal" or self.part_quantiles_ is None:
             return parts.sum(axis=1)
-        tie_break = TIE_BREAK * np.log1p(np.clip(parts, 0.0, None)).sum(axis=1)
-        log_p = self.part_log_pvalues(parts)
+        values = _log_parts(parts)
+        tie_break = TIE_BREAK * values.sum(axis=1)
+        log_p = self._log_pvalues(values)
         if self.combination == "fisher":
             return -log_p.sum(axis=1) + tie_break
         return (1.0 - np.exp(log_p)).sum(axis=1) + tie_break

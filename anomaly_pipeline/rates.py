@@ -207,12 +207,16 @@ def rate_surprise(count: np.ndarray, total: np.ndarray, t: np.ndarray, log_corre
     count = np.asarray(count, dtype=np.float64)
     mu = expected_count(total, t) * np.exp(log_correction)
     above = (mu > 0) & (count > mu)
-    a = np.where(above, count, 1.0)
-    m = np.where(above, mu, 1.0)
+    out = np.zeros(np.broadcast_shapes(count.shape, mu.shape))
+    # Only the counts above their expectation (the special functions are the cost).
+    a = np.broadcast_to(count, out.shape)[above]
+    m = mu[above] if mu.shape == out.shape else np.broadcast_to(mu, out.shape)[above]
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         tail = gammainc(a, m)  # P(X >= a) for X ~ Poisson(m) (regularised lower incomplete gamma)
         exact = -np.log(tail)
         # Far in the tail the function underflows: the point mass at a, its leading term, instead.
-        leading = gammaln(a + 1) + m - a * np.log(m)
-    surprise = np.where(np.isfinite(exact) & (tail > 1e-250), exact, leading)
-    return np.where(above, np.maximum(surprise, 0.0), 0.0)
+        deep = ~(np.isfinite(exact) & (tail > 1e-250))
+        if deep.any():
+            exact[deep] = gammaln(a[deep] + 1) + m[deep] - a[deep] * np.log(m[deep])
+    out[above] = np.maximum(exact, 0.0)
+    return out
