@@ -214,6 +214,30 @@ def test_records_to_events_keeps_good_records_of_a_mixed_batch():
     assert "event_type" in quarantine["reason"].iloc[1]
 
 
+def test_record_checks_fast_paths_give_the_checks_answers():
+    """``_problem``'s fast paths (text already found valid, plain numbers in range) skip only
+    values the field's check passes: every bad value still gets the check's own reason, also
+    after the same field's good values have warmed the caches."""
+    from anomaly_pipeline.streaming.sources import _CHECKS, _problem
+
+    base = {"ts": "2026-01-05T00:00:00Z", "event_type": "auth", "user": "alice", "src_host": "WS1",
+            "bytes_out": 10.0, "dst_port": 443}
+    assert _problem(base) is None and _problem(dict(base)) is None  # the second one takes the fast paths
+    bad_values = {
+        "user": [5, 5.0, True, "bad\nname", "carol\u2028"],
+        "bytes_out": [float("nan"), float("inf"), -1.0, 1e14, "lots", True],
+        "dst_port": [80.5, 70000, -1, "443", False],
+        "event_type": ["teleport"],
+    }
+    for name, values in bad_values.items():
+        for value in values:
+            record = {**base, name: value}
+            expected = _CHECKS[name](name, value)
+            assert expected is not None, (name, value)
+            assert _problem(record) == expected, (name, value)
+    assert _problem({**base, "dst_port": 443.0, "bytes_out": 0}) is None
+
+
 def test_file_source_reads_any_format_and_follows_growth(tmp_path: Path):
     events = stream_events().iloc[:200]
     path = tmp_path / "events.csv"

@@ -59,8 +59,8 @@ def _quarantine_row(ref: str, source: str, reason: str, raw: Any) -> dict[str, A
 
 # Text values already found valid, per field: names of users, hosts and processes repeat all the
 # time, so most records skip the character scan. Bounded: cleared when it grows past the cap.
-_TEXT_OK: set[tuple[str, str]] = set()
-_TEXT_OK_CAP = 50_000
+_TEXT_OK: dict[str, set[str]] = {}
+_TEXT_OK_CAP = 50_000  # per field
 _EVENT_COLUMNS = frozenset(schema.EVENT_COLUMNS)
 
 
@@ -69,13 +69,16 @@ def _text_problem(name: str, value: Any) -> str | None:
         return None  # numeric ids are read as text
     if not isinstance(value, str):
         return f"field '{name}' must be text, got {value!r}"
-    if (name, value) in _TEXT_OK:
+    known = _TEXT_OK.get(name)
+    if known is not None and value in known:
         return None
     problem = _text_value_problem(name, value)
     if problem is None and name != "event_id":  # event ids do not repeat: not worth remembering
-        if len(_TEXT_OK) >= _TEXT_OK_CAP:
-            _TEXT_OK.clear()
-        _TEXT_OK.add((name, value))
+        if known is None:
+            known = _TEXT_OK[name] = set()
+        elif len(known) >= _TEXT_OK_CAP:
+            known.clear()
+        known.add(value)
     return problem
 
 
@@ -132,10 +135,25 @@ def _problem(record: dict[str, Any]) -> str | None:
     if not _EVENT_COLUMNS.issuperset(record):
         shown = sorted(printable(str(name)) for name in record.keys() - _EVENT_COLUMNS)
         return f"unknown field(s) {shown}; the event contract has {', '.join(schema.EVENT_COLUMNS)}"
-    checks = _CHECKS
+    checks, known_text, ranges = _CHECKS, _TEXT_OK, NUMBER_RANGES
     for name, value in record.items():
-        if value is not None and name in checks:
-            problem = checks[name](name, value)
+        if value is None:
+            continue
+        # Fast paths, same answers as the checks: text already found valid for this field (a
+        # str, not a subclass); a plain number inside its range (NaN and infinities fail the
+        # comparison and go to the check), a port a whole number.
+        kind = value.__class__
+        if kind is str:
+            known = known_text.get(name)
+            if known is not None and value in known:
+                continue
+        elif kind is float or kind is int:
+            bounds = ranges.get(name)
+            if bounds is not None and bounds[0] <= value <= bounds[1] and (name != "dst_port" or value == int(value)):
+                continue
+        check = checks.get(name)
+        if check is not None:
+            problem = check(name, value)
             if problem is not None:
                 return problem
     return None
