@@ -212,11 +212,19 @@ def rate_surprise(count: np.ndarray, total: np.ndarray, t: np.ndarray, log_corre
     a = np.broadcast_to(count, out.shape)[above]
     m = mu[above] if mu.shape == out.shape else np.broadcast_to(mu, out.shape)[above]
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
-        tail = gammainc(a, m)  # P(X >= a) for X ~ Poisson(m) (regularised lower incomplete gamma)
-        exact = -np.log(tail)
         # Far in the tail the function underflows: the point mass at a, its leading term, instead.
-        deep = ~(np.isfinite(exact) & (tail > 1e-250))
-        if deep.any():
-            exact[deep] = gammaln(a[deep] + 1) + m[deep] - a[deep] * np.log(m[deep])
+        leading = gammaln(a + 1) + m - a * np.log(m)
+        # P(X >= a) = exp(-leading) * (1 + m / (a + 1) + ...) <= exp(-leading) / (1 - m / (a + 1)):
+        # where even that bound is below 1e-250 the leading term is the answer, and the costly
+        # incomplete gamma (most of a flood's events) is not computed.
+        near = leading + np.log1p(-m / (a + 1)) <= _DEEP_NATS
+        exact = leading.copy()
+        tail = gammainc(a[near], m[near])  # P(X >= a) for X ~ Poisson(m) (regularised lower incomplete gamma)
+        from_tail = -np.log(tail)
+        usable = np.isfinite(from_tail) & (tail > 1e-250)
+        exact[np.flatnonzero(near)[usable]] = from_tail[usable]
     out[above] = np.maximum(exact, 0.0)
     return out
+
+
+_DEEP_NATS = 580.0  # just past -log(1e-250) = 575.6: the incomplete gamma's usable range

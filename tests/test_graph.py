@@ -236,3 +236,29 @@ def test_build_does_not_touch_the_callers_frame(small_events):
     w = build_graph_windows(small_events, WindowConfig(stride_hours=1, window_hours=2, history=2))
     pd.testing.assert_frame_equal(small_events, before)
     assert {"bucket", "split", "relation"} <= set(w.events.columns)
+
+
+def test_rate_surprise_skips_the_incomplete_gamma_only_where_it_would_underflow():
+    """The leading-term shortcut is exact: the same values as computing P(X >= count) for every
+    count and falling back to the point mass where it underflows."""
+    from scipy.special import gammainc, gammaln
+
+    from anomaly_pipeline.rates import expected_count, rate_surprise
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    count = np.exp(rng.uniform(0, 9, (n, 1, 4))).astype(np.float32)
+    t = rng.integers(1, 100_000, (n, 1)).astype(np.float32)
+    total = np.exp(rng.uniform(-3, 12, (n, 1, 4))).astype(np.float32)
+    correction = rng.normal(0, 1, (n, 1, 4))
+    mu = expected_count(total, t) * np.exp(correction)
+    above = (mu > 0) & (count > mu)
+    a, m = np.where(above, count, 1.0), np.where(above, mu, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        tail = gammainc(a, m)
+        reference = np.where(np.isfinite(-np.log(tail)) & (tail > 1e-250), -np.log(tail),
+                             gammaln(a + 1) + m - a * np.log(m))
+    reference = np.where(above, np.maximum(reference, 0.0), 0.0)
+    got = rate_surprise(count, total, t, correction)
+    assert (got > 600).mean() > 0.2 and ((got > 0) & (got < 500)).mean() > 0.1  # both branches taken
+    np.testing.assert_array_equal(got, reference)
