@@ -253,7 +253,7 @@ def test_rate_surprise_skips_the_incomplete_gamma_only_where_it_would_underflow(
     correction = rng.normal(0, 1, (n, 1, 4))
     mu = expected_count(total, t) * np.exp(correction)
     above = (mu > 0) & (count > mu)
-    a, m = np.where(above, count, 1.0), np.where(above, mu, 1.0)
+    a, m = np.where(above, count.astype(np.float64), 1.0), np.where(above, mu, 1.0)
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         tail = gammainc(a, m)
         reference = np.where(np.isfinite(-np.log(tail)) & (tail > 1e-250), -np.log(tail),
