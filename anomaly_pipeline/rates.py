@@ -162,37 +162,24 @@ class _ScaleState:
         factor = np.float32(self.config.alpha)
         thr = np.float32(self.config.threshold)
         bounds = np.concatenate([[0], np.flatnonzero(starts[1:]) + 1, [n]]).tolist()
-        current, total_cells, score_cells = self.current, self.total, self.score
-        one, zero = np.float32(1), np.float32(0)
-        # One tick per iteration (thousands per call in a sparse stream): the MIDAS-F arithmetic of
-        # ``_row_min`` and ``_chi2_score_filtering`` written out in place, one error state for
-        # the loop, so that the per-tick overhead stays small; the same float32 / float64 steps.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for a_, b_ in zip(bounds[:-1], bounds[1:], strict=True):
-                if starts[a_]:
-                    t_new = int(running[a_])
-                    if self.tick >= 1:
-                        # End of the previous tick: merge it into the totals unless it was
-                        # anomalous, then decay the current counts once per elapsed tick.
-                        reciprocal = one / np.float32(self.tick - 1) if self.tick > 1 else zero
-                        total_cells += np.where(score_cells < thr, current, total_cells * reciprocal)
-                        current *= factor ** min(t_new - self.tick, 64)
-                    self.tick = t_new
-                idx = flat[a_:b_]
-                m = b_ - a_
-                cur = (current[idx] + within[a_:b_]).reshape(m, A, rows).min(axis=2) if rows > 1 else (
-                    current[idx] + within[a_:b_])
-                tot = total_cells[idx].reshape(m, A, rows).min(axis=2) if rows > 1 else total_cells[idx]
-                count[a_:b_], total[a_:b_] = cur, tot
-                t_run = t_out[a_:b_, None]
-                q = (cur + tot) - cur * t_run
-                den = (tot * (t_run - one)).astype(np.float64)
-                scores = (q.astype(np.float64) ** 2 / den).astype(np.float32)
-                scores[tot == 0] = zero
-                last = is_last[a_:b_]
-                cells = idx[last]
-                score_cells[cells] = np.repeat(scores, rows, axis=1)[last]
-                current[cells] += within[a_:b_][last]
+        for a_, b_ in zip(bounds[:-1], bounds[1:], strict=True):
+            if starts[a_]:
+                t_new = int(running[a_])
+                if self.tick >= 1:
+                    # End of the previous tick: merge it into the totals unless it was anomalous,
+                    # then decay the current counts once per elapsed tick.
+                    reciprocal = np.float32(1) / np.float32(self.tick - 1) if self.tick > 1 else np.float32(0)
+                    self.total += np.where(self.score < thr, self.current, self.total * reciprocal)
+                    self.current *= factor ** min(t_new - self.tick, 64)
+                self.tick = t_new
+            idx = flat[a_:b_]
+            cur = _row_min(self.current[idx] + within[a_:b_], A, rows)
+            tot = _row_min(self.total[idx], A, rows)
+            count[a_:b_], total[a_:b_] = cur, tot
+            scores = _chi2_score_filtering(cur, tot, t_out[a_:b_, None])
+            last = is_last[a_:b_]
+            self.score[idx[last]] = np.repeat(scores, rows, axis=1)[last]
+            self.current[idx[last]] += within[a_:b_][last]
         return count, total, t_out
 
 
@@ -223,7 +210,7 @@ def rate_surprise(count: np.ndarray, total: np.ndarray, t: np.ndarray, log_corre
     out = np.zeros(np.broadcast_shapes(count.shape, mu.shape))
     # Only the counts above their expectation (the special functions are the cost).
     a = np.broadcast_to(count, out.shape)[above]
-    m = mu[above] if mu.shape == out.shape else np.broadcast_to(mu, out.shape)[above]
+    m = np.broadcast_to(mu, out.shape)[above]
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         # Far in the tail the function underflows: the point mass at a, its leading term, instead.
         leading = gammaln(a + 1) + m - a * np.log(m)

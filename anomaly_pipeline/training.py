@@ -804,7 +804,7 @@ def _distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     # projection, the check fails and the rows are sorted instead. einsum, not ``@``: numpy's BLAS
     # threads keep spinning after a product and took the cores from torch's decoder (half speed).
     weights = np.random.default_rng(0).random(packed.shape[1]) + 0.5
-    inverse, uniq = pd.factorize(np.einsum("ij,j->i", packed.view(np.uint32), weights))
+    inverse, _ = pd.factorize(np.einsum("ij,j->i", packed.view(np.uint32), weights))
     # factorize numbers the hashes in order of appearance: a row opens a group where its code
     # exceeds every earlier one.
     first = np.flatnonzero(np.r_[True, inverse[1:] > np.maximum.accumulate(inverse)[:-1]])

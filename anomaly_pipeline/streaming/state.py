@@ -297,36 +297,35 @@ class HistoryMemory:
             codes, uniq = _group(arr[has])
             r = self.counts[name].add_keys(uniq)
             self._add(self.counts[name], r, codes, {}, t[has][_last_of(codes, len(uniq))])
-        # Events per source and per (source, hour bin) by UTC day, for the daily-causal hour profile.
+        # Events per (source, hour bin) by UTC day and the (day, bin) pairs covered, for the
+        # daily-causal hour profile; the hour bins serve the node hour counts below too.
         day = _utc_day(t).astype(float)
         hour_bin = (ns // 3_600_000_000_000 % 24 // (24 // HOUR_BINS)).astype(np.int64)
         self.covered.update(np.unique(day.astype(np.int64) * HOUR_BINS + hour_bin).tolist())
-        for name, arr in (("src_hour", keys.src_hour),):
-            table = self.daily[name]
-            codes, uniq = _group(arr)
-            u = len(uniq)
-            r = table.add_keys(uniq)
-            data, col = table.data, table.col
-            old_last, old_count = data[r, col["last_day"]], np.nan_to_num(data[r, col["last_count"]])
-            batch_last = np.full(u, -np.inf)
-            np.maximum.at(batch_last, codes, day)
-            last_day = np.fmax(old_last, batch_last)
-            last_count = np.bincount(codes, weights=day == last_day[codes], minlength=u) + np.where(
-                old_last == last_day, old_count, 0.0)
-            total = np.bincount(codes, minlength=u) + np.nan_to_num(data[r, col["done"]]) + old_count
-            data[r, col["done"]] = total - last_count
-            data[r, col["last_day"]] = last_day
-            data[r, col["last_count"]] = last_count
-            data[r, col["seen"]] = t[_last_of(codes, u)]
+        table = self.daily["src_hour"]
+        codes, uniq = _group(keys.src_hour)
+        u = len(uniq)
+        r = table.add_keys(uniq)
+        data, col = table.data, table.col
+        old_last, old_count = data[r, col["last_day"]], np.nan_to_num(data[r, col["last_count"]])
+        batch_last = np.full(u, -np.inf)
+        np.maximum.at(batch_last, codes, day)
+        last_day = np.fmax(old_last, batch_last)
+        last_count = np.bincount(codes, weights=day == last_day[codes], minlength=u) + np.where(
+            old_last == last_day, old_count, 0.0)
+        total = np.bincount(codes, minlength=u) + np.nan_to_num(data[r, col["done"]]) + old_count
+        data[r, col["done"]] = total - last_count
+        data[r, col["last_day"]] = last_day
+        data[r, col["last_count"]] = last_count
+        data[r, col["seen"]] = t[_last_of(codes, u)]
         # Node hour-of-day counts over every role an event gives a node (source, destination, context).
-        hb = (ns // 3_600_000_000_000 % 24 // (24 // HOUR_BINS)).astype(np.int64)
         role_nodes = np.concatenate([windows.event_src[rows], windows.event_dst[rows], windows.event_ctx[rows]])
         ok = role_nodes >= 0
         codes, uniq = _group(keys.nodes[role_nodes[ok]])
         u = len(uniq)
         r = self.node_hours.add_keys(uniq)
         counts = np.zeros((u, HOUR_BINS))
-        np.add.at(counts, (codes, np.tile(hb, 3)[ok]), 1.0)
+        np.add.at(counts, (codes, np.tile(hour_bin, 3)[ok]), 1.0)
         data = self.node_hours.data
         data[r, :HOUR_BINS] = np.nan_to_num(data[r, :HOUR_BINS]) + counts
         seen = np.full(u, -np.inf)
@@ -391,10 +390,8 @@ class HistoryMemory:
         # the (day, bin) pairs either covered.
         hour_bin = (w.events["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
         day = _utc_day(t).astype(np.int64)
-        _, row_day, _, prior, row_of_event = source_day_hours(w.event_src, day, hour_bin)
-        first_event = np.zeros(len(row_day), dtype=np.int64)
-        first_event[row_of_event[::-1]] = np.arange(n)[::-1]
-        row_src_key = keys.src[first_event].astype(object)
+        row_src, row_day, _, prior, row_of_event = source_day_hours(w.event_src, day, hour_bin)
+        row_src_key = keys.nodes[row_src].astype(object)
         for b in range(HOUR_BINS):
             prior[:, b] += self._prior_days("src_hour", row_src_key + (_SEP_PAIR + str(b)), row_day)
         covered = np.union1d(np.fromiter(self.covered, dtype=np.int64, count=len(self.covered)),
