@@ -170,6 +170,18 @@ _RATE_WORDS = {
     "source_relation": "{relation} events from {src}",
 }
 RATE_REASON_MIN = 9.0  # nats: a count with a Poisson tail probability below about 1e-4
+SERVICE_REASON_MAX = 1e-3  # share of the destination's service profile below which the service is named
+
+
+def service_reason(port: object, protocol: object, dst: str, share: float) -> str | None:
+    """The reason for a connection to a service its destination was not seen to offer
+    (``graph.service_share`` below ``SERVICE_REASON_MAX``), else None."""
+    if not share < SERVICE_REASON_MAX or pd.isna(port):
+        return None
+    proto = f"/{protocol}" if isinstance(protocol, str) and protocol else ""
+    return (f"port {port}{proto} on {dst}: a service {dst} was not seen to answer before (probability "
+            f"{share:.1g} from the connections it and every other destination answered; refused or unanswered "
+            "attempts never count)")
 
 
 def _reasons(
@@ -205,8 +217,11 @@ def _reasons(
         )
     if x[_F["src_first_seen"]] == 1:
         reasons.append(f"first event from {src} in the data so far")
-    if x[_F["service_first_seen"]] == 1 and x[_F["pair_first_seen"]] != 1:
-        port = w.events["dst_port"].iloc[i]
+    port, protocol = w.events["dst_port"].iloc[i], w.events["protocol"].iloc[i]
+    closed = service_reason(port, protocol, dst, float(x[_F["service_open_share"]]))
+    if closed:
+        reasons.append(closed)
+    elif x[_F["service_first_seen"]] == 1 and x[_F["pair_first_seen"]] != 1:
         reasons.append(f"first use of port {port} on {dst}")
     if x[_F["auth_failed"]] == 1:
         reasons.append("connection not established" if w.events["event_type"].iloc[i] != "auth"

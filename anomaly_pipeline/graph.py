@@ -39,6 +39,11 @@ RELATION_INDEX = {rel[1]: i for i, rel in enumerate(RELATIONS)}
 SCORED_RELATIONS = ("logs_on", "runs", "flows_to", "flows_to_ext")
 HOUR_BINS = 8  # 3-hour bins of the day for the cumulative hour profile
 HOUR_PRIOR_DAYS = 1.0  # pseudo-days at a source's overall rate in each bin of its hour profile
+# Pseudo-connections of the backoff at each level of the service profile (``service_share``): a
+# destination's services back off to the services of every destination, those to uniform.
+SERVICE_PRIOR = 1.0
+# Distinct service codes ((port + 1) * 8 + protocol code): the uniform base of the service profile.
+SERVICE_CODES = 65537 * 8
 
 NODE_FEATURES: tuple[str, ...] = (
     "log_out_events",
@@ -78,6 +83,7 @@ EVENT_FEATURES: tuple[str, ...] = (
     "src_first_seen",
     "service_first_seen",
     "src_hour_profile_share",
+    "service_open_share",
     "log_pair_gap_s",
     "pair_gap_irregularity",
     "pair_prior_mean_log_bytes_out",
@@ -541,6 +547,39 @@ def event_hour_share(src: np.ndarray, day: np.ndarray, hour_bin: np.ndarray) -> 
     return hour_profile(prior, exposure)[row_of_event, hour_bin]
 
 
+def _group_prior_sum(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """For each position, the sum of ``weights`` over earlier positions with its key (time order)."""
+    return pd.Series(weights).groupby(keys).cumsum().to_numpy() - weights
+
+
+def service_share(dst: np.ndarray, service: np.ndarray, opened: np.ndarray) -> np.ndarray:
+    """Per event (time order), the probability of its service (``service`` code: port and
+    protocol, -1 for none) among the services its destination was seen to offer: the earlier
+    connections to that destination that were *not* refused or left unanswered (``opened``),
+    backed off (``SERVICE_PRIOR`` pseudo-connections) to the same share over every destination,
+    and that to uniform. 1 where the event has no service.
+
+    Attempts known to fail never enter the profile (the conditional merge of MIDAS-F: an anomaly
+    does not become the norm), so a scan of closed ports stays unlikely however long it lasts,
+    while a server that answered on a port before makes the next connection to it ordinary."""
+    has = service >= 0
+    w = (has & opened).astype(np.float64)
+    own = _group_prior_sum(np.where(has, dst * SERVICE_CODES + service, -1), w)
+    own_total = _group_prior_sum(np.where(has, dst, -1), w)
+    every = _group_prior_sum(np.where(has, service, -1), w)
+    return service_profile_share(has, own, own_total, every, np.cumsum(w) - w)
+
+
+def service_profile_share(has: np.ndarray, own: np.ndarray, own_total: np.ndarray, every: np.ndarray,
+                          every_total: np.ndarray) -> np.ndarray:
+    """``service_share`` from the earlier answered connections: to this service of this destination
+    (``own``), to any service of it (``own_total``), to this service anywhere (``every``) and in all
+    (``every_total``); 1 where the event has no service (``has`` False)."""
+    alpha = SERVICE_PRIOR
+    base = (every + alpha / SERVICE_CODES) / (every_total + alpha)
+    return np.where(has, (own + alpha * base) / (own_total + alpha), 1.0)
+
+
 def epoch_seconds(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as float seconds since 1970."""
     return ts.astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
@@ -682,6 +721,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         lambda: (src_prior == 0).astype(np.float32),
         lambda: ((service >= 0) & (service_prior == 0)).astype(np.float32),
         lambda: event_hour_share(src, day, hour_bin),
+        lambda: service_share(dst, service, (success != False).fillna(True).to_numpy()),  # noqa: E712
         lambda: log_gap,
         lambda: irregularity,
         lambda: _prior_mean(np.log1p(bytes_out), pair_key, src),

@@ -53,10 +53,15 @@ LINK_IDX = [_F[n] for n in LINK_INPUTS]
 ATTR_CTX_IDX = [_F[n] for n in ATTRIBUTE_CONTEXT]
 BINARY_IDX = [_F[n] for n in BINARY_ATTRIBUTES]
 CONTINUOUS_IDX = [_F[n] for n in CONTINUOUS_ATTRIBUTES]
+# The event features the decoder reads (``_decode_rows``): rows equal on these decode alike, whatever
+# the features only the count parts read (hour profile share, service share).
+DECODER_IDX = sorted({*LINK_IDX, *ATTR_CTX_IDX, *BINARY_IDX, *CONTINUOUS_IDX})
 ONE_SIDED_FLAG_MASK = np.array([n in ONE_SIDED_FLAGS for n in BINARY_ATTRIBUTES])
 UPPER_SIDED_MASK = np.array([n in UPPER_SIDED for n in CONTINUOUS_ATTRIBUTES])
 RATE_PARTS = tuple(f"rate_{aspect}" for aspect in ASPECTS)
-SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise", *RATE_PARTS, "supervised_attack")
+SCORE_PARTS = ("hour_surprise", "link_surprise", "attribute_surprise", "service_surprise", *RATE_PARTS,
+               "supervised_attack")
+_PART = {name: j for j, name in enumerate(SCORE_PARTS)}
 
 
 @dataclass(frozen=True)
@@ -776,14 +781,18 @@ def decoded_parts(model: HybridGNNLSTM, windows: GraphWindows, sel: np.ndarray, 
     decoded outputs ``out`` (``_decode_rows`` with ``log_rate=log_expected_rates(windows, sel)``)."""
     w = windows
     parts = np.zeros((len(sel), len(SCORE_PARTS)))
-    parts[:, 0] = -np.log(w.event_x[sel, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
-    parts[:, 1] = F.softplus(-out["link_logit"]).cpu().numpy()
-    parts[:, 2] = (out["flag_surprise"].sum(-1) + out["attribute_excess"].sum(-1)).cpu().numpy()
+    parts[:, _PART["hour_surprise"]] = -np.log(w.event_x[sel, _F["src_hour_profile_share"]].clip(1e-6, 1.0))
+    parts[:, _PART["link_surprise"]] = F.softplus(-out["link_logit"]).cpu().numpy()
+    parts[:, _PART["attribute_surprise"]] = (out["flag_surprise"].sum(-1) + out["attribute_excess"].sum(-1)).cpu().numpy()
+    # The service among those its destination was seen to offer (``graph.service_share``).
+    parts[:, _PART["service_surprise"]] = -np.log(w.event_x[sel, _F["service_open_share"]].astype(np.float64)
+                                                  .clip(1e-30, 1.0))
     if w.rates is not None:
         correction = out["rate_log_correction"]
         correction = 0.0 if correction is None else correction.cpu().numpy().astype(np.float64)[:, None, :]
         # The strongest burst over the time scales, per aspect.
-        parts[:, 3:3 + len(ASPECTS)] = rate_surprise(w.rates.count[sel], w.rates.total[sel], w.rates.t[sel],
+        r0 = _PART[RATE_PARTS[0]]
+        parts[:, r0:r0 + len(ASPECTS)] = rate_surprise(w.rates.count[sel], w.rates.total[sel], w.rates.t[sel],
                                                      correction).max(axis=1)
     # -log(1 - p(attack)), only when the supervised head was trained (weight stored on the model).
     parts[:, -1] = model.supervised_weight.item() * F.softplus(out["attack_logit"]).cpu().numpy()
@@ -856,7 +865,7 @@ def score_components(
         rows = slice(None)
         inverse = None
         if dedupe and max(n_events, windows.n_buckets, windows.n_nodes) < 2**31 - 1:
-            first, inverse = _distinct_rows([*ids, x, log_rate])
+            first, inverse = _distinct_rows([*ids, x[:, DECODER_IDX], log_rate])
             if len(first) < len(sel):
                 rows = first
             else:

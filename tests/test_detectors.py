@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly_pipeline.detectors import TAIL_SHARE, HybridDetector, IsolationForestDetector, predict
+from anomaly_pipeline.detectors import MODEL_SCALE_PARTS, TAIL_SHARE, HybridDetector, IsolationForestDetector, predict
 from anomaly_pipeline.evaluation import evaluate_detectors
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.training import SCORE_PARTS, TrainConfig, score_components
@@ -45,13 +45,16 @@ def test_scores_are_finite_and_sum_of_parts(trained, small_windows):
     inside = np.ones(len(idx), dtype=bool)
     expected = np.zeros(len(idx))
     for j in range(parts.shape[1]):
-        if v[:, j].max() > v[:, j].min():
+        if SCORE_PARTS[j] in MODEL_SCALE_PARTS:
+            expected += np.clip(parts[:, j], 0, None)  # at the model's own scale: p = exp(-part)
+        elif v[:, j].max() > v[:, j].min():
             expected += -np.log((v[:, j][None, :] >= t[:, j][:, None]).mean(axis=1).clip(1e-12))
             inside &= t[:, j] <= det.tail_start_[j]  # below the exponential tail: empirical p-values
     assert inside.sum() > 10
     np.testing.assert_allclose(scores[inside], expected[inside], atol=0.05, rtol=0.05)
     # Beyond the validation maximum the score keeps rising instead of tying: one factor e per nat.
-    j = int(np.argmax(np.ptp(v, axis=0)))  # a part that varies on the validation window
+    calibrated = [SCORE_PARTS[j] not in MODEL_SCALE_PARTS for j in range(parts.shape[1])]
+    j = int(np.argmax(np.where(calibrated, np.ptp(v, axis=0), -1)))  # a calibrated part that varies
     steps = np.array([1.0, 3.0, 40.0])
     beyond = np.zeros((3, parts.shape[1]))
     beyond[:, j] = np.expm1(v[:, j].max()) + steps  # nats past the validation maximum
@@ -163,7 +166,7 @@ def test_deduplicated_scoring_equals_scoring_every_event(trained, small_events):
     minute) are decoded once; every event's parts equal those of decoding each event on its own,
     to float32 rounding (the decoder sees a different batch size)."""
     from anomaly_pipeline.graph import WindowConfig, build_graph_windows
-    from anomaly_pipeline.training import _distinct_rows
+    from anomaly_pipeline.training import DECODER_IDX, _distinct_rows
 
     det, _ = trained
     flows = small_events[small_events["event_type"] == "network_flow"]
@@ -179,9 +182,10 @@ def test_deduplicated_scoring_equals_scoring_every_event(trained, small_events):
     w = build_graph_windows(events, WindowConfig(stride_hours=1, window_hours=2, history=det.model.config.history,
                                                  train_fraction=0.6, validation_fraction=0.2))
     idx = np.arange(len(w.event_src))
-    first, inverse = _distinct_rows([w.event_bucket.astype(np.int32), w.event_src.astype(np.int32), w.event_x])
+    x = w.event_x[:, DECODER_IDX]
+    first, inverse = _distinct_rows([w.event_bucket.astype(np.int32), w.event_src.astype(np.int32), x])
     assert len(first) < len(idx) - 100  # the flood's repeats are duplicates
-    np.testing.assert_array_equal(w.event_x[first][inverse], w.event_x)
+    np.testing.assert_array_equal(x[first][inverse], x)
     fast = score_components(det.model, w, idx)
     each = score_components(det.model, w, idx, dedupe=False)
     assert np.isfinite(fast).all()

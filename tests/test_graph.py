@@ -262,3 +262,25 @@ def test_rate_surprise_skips_the_incomplete_gamma_only_where_it_would_underflow(
     got = rate_surprise(count, total, t, correction)
     assert (got > 600).mean() > 0.2 and ((got > 0) & (got < 500)).mean() > 0.1  # both branches taken
     np.testing.assert_array_equal(got, reference)
+
+
+def test_service_profile_counts_answered_connections_only():
+    """A probe of a port nobody answered on stays unlikely however often it repeats (failed
+    attempts never enter the profile); once the destination answered on a port, the next
+    connection to it is ordinary; a port answered elsewhere is plausible on a new destination."""
+    from anomaly_pipeline.graph import service_share
+
+    code = {22: (22 + 1) * 8 + 1, 443: (443 + 1) * 8 + 1, 23: (23 + 1) * 8 + 1}
+    # dst 0: a web server answering on 443 (10 connections); then 30 probes of port 23 on dst 0,
+    # unanswered; then port 22 on dst 0 answered once and used again; then 443 on a new dst 1;
+    # then an event without a port.
+    dst = np.array([0] * 10 + [0] * 30 + [0, 0] + [1] + [0])
+    service = np.array([code[443]] * 10 + [code[23]] * 30 + [code[22]] * 2 + [code[443]] + [-1])
+    opened = np.array([True] * 10 + [False] * 30 + [True, True] + [True] + [True])
+    nats = -np.log(service_share(dst, service, opened))
+    probes = nats[10:40]
+    assert probes.min() > 10 and np.ptp(probes) < 1e-9  # as unlikely on the 30th probe as on the first
+    assert nats[41] < nats[40] - 5  # answered once: the next connection to port 22 is ordinary
+    assert nats[5] < 0.2  # the web server's usual port
+    assert nats[42] < 1.0  # 443 on a destination never seen: the port answers everywhere else
+    assert nats[43] == 0.0  # no port, no service part

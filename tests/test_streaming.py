@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from anomaly_pipeline.detectors import HybridDetector
-from anomaly_pipeline.graph import WindowConfig, build_graph_windows
+from anomaly_pipeline.graph import EVENT_FEATURES, WindowConfig, build_graph_windows
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.sources.synthetic import SyntheticConfig, generate_events
 from anomaly_pipeline.streaming import ChampionModel, StreamConfig, StreamScorer, StreamState, load_champion
@@ -77,6 +77,12 @@ def test_incremental_state_equals_batch_recomputation_after_evictions():
     pos = pd.Index(batch_windows.events["event_id"]).get_indexer(last.events["event_id"])
     assert (pos >= 0).all() and len(pos) > 100
     np.testing.assert_allclose(last.event_x, batch_windows.event_x[pos], rtol=1e-5, atol=1e-5)
+    # The service profile counts answered connections only, remembered and buffered: its surprisal
+    # (shares far below the absolute tolerance above) equals the batch one as well.
+    col = EVENT_FEATURES.index("service_open_share")
+    streamed_nats, batch_nats = -np.log(last.event_x[:, col]), -np.log(batch_windows.event_x[pos, col])
+    assert batch_nats.max() > 10 and (batch_nats == 0).any()  # closed-port probes and port-less events
+    np.testing.assert_allclose(streamed_nats, batch_nats, rtol=1e-5)
 
 
 def _stream_rates(events: pd.DataFrame, state: StreamState, size: int) -> dict[str, np.ndarray]:

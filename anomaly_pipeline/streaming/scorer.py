@@ -761,6 +761,7 @@ PART_WORDS = {
     "hour_surprise": "unusual hour for {src}",
     "link_surprise": "unlikely destination {dst} for {src}",
     "attribute_surprise": "unusual attributes of {src} -> {dst} (volume, outcome, protocol or rhythm)",
+    "service_surprise": "a service {dst} was not seen to answer before",
     "rate_edge": "high rate of events {src} -> {dst}",
     "rate_source": "high rate of events from {src}",
     "rate_destination": "high rate of events to {dst}",
@@ -791,6 +792,7 @@ def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
     """Plain reasons read off the event's features alone (no model pass): first-seen pair,
     destination, source and service, a rare hour for the source on earlier days, a failed logon
     or an unanswered connection."""
+    from anomaly_pipeline.explain import service_reason
     from anomaly_pipeline.graph import EVENT_FEATURES, HOUR_BINS, RELATIONS
 
     f = {name: i for i, name in enumerate(EVENT_FEATURES)}
@@ -812,8 +814,12 @@ def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
                        "data covered)")
     if x[f["src_first_seen"]] == 1:
         reasons.append(f"first event from {src} in {memory_days:g} days")
-    if x[f["service_first_seen"]] == 1 and x[f["pair_first_seen"]] != 1:
-        reasons.append(f"first use of port {w.events['dst_port'].iloc[pos]} on {dst} in {memory_days:g} days")
+    port, protocol = w.events["dst_port"].iloc[pos], w.events["protocol"].iloc[pos]
+    closed = service_reason(port, protocol, dst, float(x[f["service_open_share"]]))
+    if closed:
+        reasons.append(closed)
+    elif x[f["service_first_seen"]] == 1 and x[f["pair_first_seen"]] != 1:
+        reasons.append(f"first use of port {port} on {dst} in {memory_days:g} days")
     if x[f["auth_failed"]] == 1:
         reasons.append("authentication failed" if w.events["event_type"].iloc[pos] == "auth"
                        else "connection not established")

@@ -49,10 +49,12 @@ from anomaly_pipeline.graph import (
     GraphWindows,
     WindowConfig,
     _group_cumcount,
+    _group_prior_sum,
     build_graph_windows,
     covered_before,
     event_rates,
     hour_profile,
+    service_profile_share,
     source_day_hours,
 )
 from anomaly_pipeline.rates import ASPECTS, RateConfig, RateState, node_hash
@@ -126,12 +128,13 @@ class _Keys:
     dst: np.ndarray
     src_hour: np.ndarray
     service: np.ndarray  # destination, port and protocol by name; "" where the port is null
+    port: np.ndarray  # port and protocol (the service on any destination); "" where the port is null
     nodes: np.ndarray  # key per node id
 
     def take(self, rows: np.ndarray) -> _Keys:
         """The keys of the events ``rows`` (node keys stay per node id)."""
         return _Keys(self.pair[rows], self.ctx_pair[rows], self.src[rows], self.dst[rows], self.src_hour[rows],
-                     self.service[rows], self.nodes)
+                     self.service[rows], self.port[rows], self.nodes)
 
 
 def _node_keys(nodes: pd.DataFrame) -> np.ndarray:
@@ -151,7 +154,8 @@ def _keys_of(windows: GraphWindows, rows: np.ndarray | None = None) -> _Keys:
     port = ev["dst_port"].astype("Int64")
     protocol = ev["protocol"].astype("string").fillna("").to_numpy(dtype=object)
     port_text = port.astype("string").fillna("").to_numpy(dtype=object)
-    service = np.where(port.notna().to_numpy(), dst + _SEP_PAIR + port_text + _SEP_PAIR + protocol, "").astype(object)
+    port_key = np.where(port.notna().to_numpy(), port_text + _SEP_PAIR + protocol, "").astype(object)
+    service = np.where(port_key != "", dst + _SEP_PAIR + port_key, "").astype(object)
     return _Keys(
         pair=src + _SEP_PAIR + dst,
         ctx_pair=np.where(ctx >= 0, ctx_key + _SEP_PAIR + dst, "").astype(object),
@@ -159,6 +163,7 @@ def _keys_of(windows: GraphWindows, rows: np.ndarray | None = None) -> _Keys:
         dst=dst,
         src_hour=src + _SEP_PAIR + hour_bin.astype(object),
         service=service,
+        port=port_key,
         nodes=nk,
     )
 
@@ -245,6 +250,12 @@ class HistoryMemory:
     counts: dict[str, _KeyTable] = field(
         default_factory=lambda: {k: _KeyTable(("count", "seen")) for k in ("ctx_pair", "dst", "service")}
     )
+    # Answered connections (not refused or unanswered) per service, per destination (with a
+    # service), per port and protocol, and in all (key ""): the service profile
+    # (``graph.service_share``).
+    opened: dict[str, _KeyTable] = field(
+        default_factory=lambda: {k: _KeyTable(("count", "seen")) for k in ("service", "dst", "port", "all")}
+    )
     # Per (source, hour bin) ("src_hour"): events on days before the last remembered day
     # ("done"), that day ("last_day") and its events ("last_count"). Every evicted event is older
     # than the buffer, so the last day's events count for a buffered event of a later day only
@@ -258,7 +269,8 @@ class HistoryMemory:
     node_hours: _KeyTable = field(default_factory=lambda: _KeyTable((*map(str, range(HOUR_BINS)), "seen")))
 
     def _tables(self) -> list[_KeyTable]:
-        return [self.pairs, self.sources, *self.counts.values(), *self.daily.values(), self.node_hours]
+        return [self.pairs, self.sources, *self.counts.values(), *self.opened.values(), *self.daily.values(),
+                self.node_hours]
 
     def n_keys(self) -> int:
         return sum(map(len, self._tables()))
@@ -297,6 +309,13 @@ class HistoryMemory:
             codes, uniq = _group(arr[has])
             r = self.counts[name].add_keys(uniq)
             self._add(self.counts[name], r, codes, {}, t[has][_last_of(codes, len(uniq))])
+        opened = (keys.service != "") & (x[:, _F["auth_failed"]] == 0)
+        for name, arr in (("service", keys.service), ("dst", keys.dst), ("port", keys.port),
+                          ("all", np.full(len(rows), "", dtype=object))):
+            if opened.any():
+                codes, uniq = _group(arr[opened])
+                r = self.opened[name].add_keys(uniq)
+                self._add(self.opened[name], r, codes, {}, t[opened][_last_of(codes, len(uniq))])
         # Events per (source, hour bin) by UTC day and the (day, bin) pairs covered, for the
         # daily-causal hour profile; the hour bins serve the node hour counts below too.
         day = _utc_day(t).astype(float)
@@ -386,6 +405,17 @@ class HistoryMemory:
             self.counts["service"].get(keys.service, "count")
         )
         x[:, _F["service_first_seen"]] = (has_service & (service_total == 0)).astype(np.float32)
+        # Service profile: answered connections remembered, then the buffer's earlier ones.
+        w_open = (has_service & (x[:, _F["auth_failed"]] == 0)).astype(np.float64)
+        opened = self.opened
+
+        def prior_open(arr: np.ndarray, name: str) -> np.ndarray:
+            codes = np.where(has_service, pd.factorize(arr)[0], -1)
+            return _group_prior_sum(codes, w_open) + opened[name].get(arr, "count")
+
+        x[:, _F["service_open_share"]] = service_profile_share(
+            has_service, prior_open(keys.service, "service"), prior_open(keys.dst, "dst"), prior_open(keys.port, "port"),
+            np.cumsum(w_open) - w_open + opened["all"].get(np.array([""], dtype=object), "count")[0])
         # Hour profile over completed UTC days: the buffer's earlier days plus the memory's, and
         # the (day, bin) pairs either covered.
         hour_bin = (w.events["ts"].dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
