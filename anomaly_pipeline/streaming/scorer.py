@@ -544,7 +544,7 @@ class StreamScorer:
             if self.checkpoint is not None and not self.checkpoint.claim(f"alert-{row['event_id']}"):
                 continue  # sent before a restart: the re-read batch does not send it again
             summary = event_summary(row)
-            reasons = feature_reasons(w, pos, self.stream_config.memory_days)
+            reasons = feature_reasons(w, pos, self.stream_config.memory_days, row)
             if not reasons:  # a burst or an attribute the feature reasons do not cover: name the score's part
                 reasons = [strongest_part_reason(summary, parts[i], None if part_log_p is None else part_log_p[j])]
             alert = {
@@ -788,7 +788,7 @@ def strongest_part_reason(event: dict[str, Any], parts: np.ndarray, log_pvalues:
             "validation events: the strongest part of the score)")
 
 
-def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
+def feature_reasons(w: Any, pos: int, memory_days: float, row: dict[str, Any] | None = None) -> list[str]:
     """Plain reasons read off the event's features alone (no model pass): first-seen pair,
     destination, source and service, a rare hour for the source on earlier days, a failed logon
     or an unanswered connection."""
@@ -814,7 +814,9 @@ def feature_reasons(w: Any, pos: int, memory_days: float) -> list[str]:
                        "data covered)")
     if x[f["src_first_seen"]] == 1:
         reasons.append(f"first event from {src} in {memory_days:g} days")
-    port, protocol = w.events["dst_port"].iloc[pos], w.events["protocol"].iloc[pos]
+    # ``row``: the event's row of ``w.events`` when the caller has it (saves two lookups per alert).
+    port, protocol = (row["dst_port"], row["protocol"]) if row is not None else (
+        w.events["dst_port"].iloc[pos], w.events["protocol"].iloc[pos])
     closed = service_reason(port, protocol, dst, float(x[f["service_open_share"]]))
     if closed:
         reasons.append(closed)

@@ -405,16 +405,18 @@ class HistoryMemory:
             self.counts["service"].get(keys.service, "count")
         )
         x[:, _F["service_first_seen"]] = (has_service & (service_total == 0)).astype(np.float32)
-        # Service profile: answered connections remembered, then the buffer's earlier ones.
-        w_open = (has_service & (x[:, _F["auth_failed"]] == 0)).astype(np.float64)
+        # Service profile: answered connections remembered, then the buffer's earlier ones (only
+        # the events with a service take part; the others keep the share 1 of the rebuild).
+        sv = np.flatnonzero(has_service)
+        w_open = (x[sv, _F["auth_failed"]] == 0).astype(np.float64)
         opened = self.opened
 
         def prior_open(arr: np.ndarray, name: str) -> np.ndarray:
-            codes = np.where(has_service, pd.factorize(arr)[0], -1)
-            return _group_prior_sum(codes, w_open) + opened[name].get(arr, "count")
+            return _group_prior_sum(pd.factorize(arr)[0], w_open) + opened[name].get(arr, "count")
 
-        x[:, _F["service_open_share"]] = service_profile_share(
-            has_service, prior_open(keys.service, "service"), prior_open(keys.dst, "dst"), prior_open(keys.port, "port"),
+        x[sv, _F["service_open_share"]] = service_profile_share(
+            np.ones(len(sv), dtype=bool), prior_open(keys.service[sv], "service"), prior_open(keys.dst[sv], "dst"),
+            prior_open(keys.port[sv], "port"),
             np.cumsum(w_open) - w_open + opened["all"].get(np.array([""], dtype=object), "count")[0])
         # Hour profile over completed UTC days: the buffer's earlier days plus the memory's, and
         # the (day, bin) pairs either covered.
