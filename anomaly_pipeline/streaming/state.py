@@ -305,17 +305,12 @@ class HistoryMemory:
         r = self.sources.add_keys(uniq)
         self._add(self.sources, r, codes, values, t[_last_of(codes, len(uniq))])
         for name, arr in (("ctx_pair", keys.ctx_pair), ("dst", keys.dst), ("service", keys.service)):
-            has = arr != ""
-            codes, uniq = _group(arr[has])
-            r = self.counts[name].add_keys(uniq)
-            self._add(self.counts[name], r, codes, {}, t[has][_last_of(codes, len(uniq))])
+            self._count(self.counts[name], arr, arr != "", t)
         opened = (keys.service != "") & (x[:, _F["auth_failed"]] == 0)
-        for name, arr in (("service", keys.service), ("dst", keys.dst), ("port", keys.port),
-                          ("all", np.full(len(rows), "", dtype=object))):
-            if opened.any():
-                codes, uniq = _group(arr[opened])
-                r = self.opened[name].add_keys(uniq)
-                self._add(self.opened[name], r, codes, {}, t[opened][_last_of(codes, len(uniq))])
+        if opened.any():
+            for name, arr in (("service", keys.service), ("dst", keys.dst), ("port", keys.port),
+                              ("all", np.full(len(rows), "", dtype=object))):
+                self._count(self.opened[name], arr, opened, t)
         # Events per (source, hour bin) by UTC day and the (day, bin) pairs covered, for the
         # daily-causal hour profile; the hour bins serve the node hour counts below too.
         day = _utc_day(t).astype(float)
@@ -350,6 +345,12 @@ class HistoryMemory:
         seen = np.full(u, -np.inf)
         np.maximum.at(seen, codes, np.tile(t, 3)[ok])
         data[r, self.node_hours.col["seen"]] = seen
+
+    @classmethod
+    def _count(cls, table: _KeyTable, keys: np.ndarray, mask: np.ndarray, t: np.ndarray) -> None:
+        """Add the events where ``mask`` holds to ``table``'s count per key (``t``: their times)."""
+        codes, uniq = _group(keys[mask])
+        cls._add(table, table.add_keys(uniq), codes, {}, t[mask][_last_of(codes, len(uniq))])
 
     @staticmethod
     def _add(table: _KeyTable, r: np.ndarray, codes: np.ndarray, values: dict[str, np.ndarray],
