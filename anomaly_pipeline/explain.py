@@ -105,7 +105,9 @@ def explain_events(
 
         out.append(
             EventExplanation(
-                event_id=str(event["event_id"]),
+                # Windows built without ids (``detect`` drops them once duplicates are checked) name
+                # the event by where it was read.
+                event_id=str(event["event_id"] if "event_id" in event.index else event["raw_ref"]),
                 ts=str(event["ts"]),
                 score=float(sum(parts.values())),
                 parts={k: round(v, 3) for k, v in parts.items()},

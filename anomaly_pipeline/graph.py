@@ -16,6 +16,7 @@ authentication protocol, volume, and causal pair-history (first-seen, prior coun
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -338,9 +339,11 @@ _TYPE_CODE = {t: i for i, t in enumerate(NODE_TYPES)}
 
 @dataclass
 class _EdgeArrays:
-    """Per event, the scored edge as arrays: names (object arrays, None where absent), node type
-    codes (index into ``NODE_TYPES``, -1 where absent) and the relation index (-1: no edge)."""
+    """Per event, the scored edge as arrays: name codes (positions in ``names``, the distinct
+    names; -1 where absent), node type codes (index into ``NODE_TYPES``, -1 where absent) and the
+    relation index (-1: no edge)."""
 
+    names: np.ndarray
     src: np.ndarray
     src_type: np.ndarray
     dst: np.ndarray
@@ -351,41 +354,69 @@ class _EdgeArrays:
 
     @property
     def usable(self) -> np.ndarray:
-        return (self.rel >= 0) & pd.notna(self.src) & pd.notna(self.dst)
+        return (self.rel >= 0) & (self.src >= 0) & (self.dst >= 0)
 
     def take(self, mask: np.ndarray) -> _EdgeArrays:
-        return _EdgeArrays(*(getattr(self, f)[mask] for f in
-                             ("src", "src_type", "dst", "dst_type", "rel", "ctx", "ctx_type")))
+        return _EdgeArrays(self.names, *(getattr(self, f)[mask] for f in
+                                         ("src", "src_type", "dst", "dst_type", "rel", "ctx", "ctx_type")))
+
+    def name_of(self, codes: np.ndarray) -> np.ndarray:
+        """Names of ``codes`` as an object array, None where a code is -1."""
+        return np.append(self.names, None)[codes]
 
 
-def _object_names(column: pd.Series) -> np.ndarray:
-    """A string column as an object array of str, None where missing (no copy of the strings)."""
-    return column.astype("string").to_numpy(dtype=object, na_value=None)
+def _as_category(column: pd.Series) -> pd.Series:
+    """A text column as a categorical of str (a no-op for the compact columns ``detect`` reads)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column
+    return column.astype("string").astype("category")
+
+
+def _name_codes(events: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The distinct names of ``columns`` (object array of str) and, per column, each event's name
+    as a position in it (int64, -1 where missing). From the categorical codes: no Python object
+    per event."""
+    cats = {c: _as_category(events[c]) for c in columns}
+    categories = {c: pd.Index(cat.cat.categories.astype(str), dtype=object) for c, cat in cats.items()}
+    names = pd.Index(np.concatenate([k.to_numpy() for k in categories.values()]), dtype=object).unique()
+    codes = {}
+    for c, cat in cats.items():
+        # Code -1 (missing) picks the appended -1.
+        to_name = np.append(names.get_indexer(categories[c]).astype(np.int64), -1)
+        codes[c] = to_name[cat.cat.codes.to_numpy()]
+    return names.to_numpy(dtype=object), codes
 
 
 def _edge_arrays(events: pd.DataFrame) -> _EdgeArrays:
     """Vectorised core of ``_scored_edges``: per event, the scored edge as arrays."""
-    et = events["event_type"].astype("string").fillna("")
-    user_s = events["user"].astype("string")
-    src_s = events["src_host"].astype("string")
-    dst_s = events["dst_host"].astype("string")
+    names, codes = _name_codes(events, ("user", "src_host", "dst_host", "process"))
+    user, src_host, dst_host, process = (codes[c] for c in ("user", "src_host", "dst_host", "process"))
+    event_type = _as_category(events["event_type"])
+    type_names = list(event_type.cat.categories.astype(str))
+    type_codes = event_type.cat.codes.to_numpy()
 
+    def of_type(*wanted: str) -> np.ndarray:
+        return np.isin(type_codes, [i for i, name in enumerate(type_names) if name in wanted])
+
+    is_auth = of_type("auth")
     # A flow destination is a host when it is ever a source, an auth target or a private address.
-    known_hosts = set(src_s.dropna().unique()) | set(dst_s[et == "auth"].dropna().unique())
-    flow_dst = dst_s[et.isin(["network_flow", "dns"])].dropna().unique()
-    internal = {d for d in flow_dst if d in known_hosts or _is_internal_address(d)}
-
-    et = et.to_numpy(dtype=object)
-    user, src_host, dst_host = _object_names(user_s), _object_names(src_s), _object_names(dst_s)
-    process = _object_names(events["process"])
-    has_user = user_s.notna().to_numpy()
-    has_src = src_s.notna().to_numpy()
+    known_host = np.zeros(len(names) + 1, dtype=bool)  # the last entry: code -1
+    known_host[src_host] = True
+    known_host[dst_host[is_auth]] = True
+    internal = np.zeros(len(names) + 1, dtype=bool)
+    flow_dst = np.unique(dst_host[of_type("network_flow", "dns") & (dst_host >= 0)])
+    internal[flow_dst] = known_host[flow_dst] | np.array(
+        [_is_internal_address(names[d]) for d in flow_dst], dtype=bool
+    )
+    has_user = user >= 0
+    has_src = src_host >= 0
     n = len(events)
     out = _EdgeArrays(
-        src=np.full(n, None, dtype=object), src_type=np.full(n, -1, np.int8),
-        dst=np.full(n, None, dtype=object), dst_type=np.full(n, -1, np.int8),
+        names=names,
+        src=np.full(n, -1, np.int64), src_type=np.full(n, -1, np.int8),
+        dst=np.full(n, -1, np.int64), dst_type=np.full(n, -1, np.int8),
         rel=np.full(n, -1, np.int8),
-        ctx=np.full(n, None, dtype=object), ctx_type=np.full(n, -1, np.int8),
+        ctx=np.full(n, -1, np.int64), ctx_type=np.full(n, -1, np.int8),
     )
 
     def assign(mask, src, src_t, dst, dst_t, rel, ctx, ctx_t):
@@ -398,20 +429,19 @@ def _edge_arrays(events: pd.DataFrame) -> _EdgeArrays:
             out.ctx[mask] = ctx[mask]
             out.ctx_type[mask] = _TYPE_CODE[ctx_t]
 
-    is_auth = et == "auth"
     # Logon with a known account: user -> destination host, source host as context.
     assign(is_auth & has_user, user, "user", dst_host, "host", "logs_on", src_host, "host")
     # Machine-to-machine authentication without an account name.
     assign(is_auth & ~has_user, src_host, "host", dst_host, "host", "auth_to", None, None)
-    is_proc = et == "process_start"
+    is_proc = of_type("process_start")
     assign(is_proc & has_src, src_host, "host", process, "process", "runs", user, "user")
-    is_flow = np.isin(et, ["network_flow", "dns", "file_access"])
-    dst_internal = dst_s.isin(internal).fillna(False).to_numpy(dtype=bool)
+    is_flow = of_type("network_flow", "dns", "file_access")
+    dst_internal = internal[dst_host]
     assign(is_flow & dst_internal, src_host, "host", dst_host, "host", "flows_to", user, "user")
     assign(is_flow & ~dst_internal, src_host, "host", dst_host, "external", "flows_to_ext", user, "user")
     # A process start whose host is only known through the user is still a user -> process edge.
     assign(is_proc & ~has_src & has_user, user, "user", process, "process", "starts", None, None)
-    out.ctx_type[pd.isna(out.ctx)] = -1  # no context node, no context type
+    out.ctx_type[out.ctx < 0] = -1  # no context node, no context type
     return out
 
 
@@ -422,12 +452,12 @@ def _scored_edges(events: pd.DataFrame) -> pd.DataFrame:
     relations = np.array([*(r[1] for r in RELATIONS), ""], dtype=object)
     out = pd.DataFrame(
         {
-            "src": pd.array(e.src, dtype="string"),
+            "src": pd.array(e.name_of(e.src), dtype="string"),
             "src_type": types[e.src_type],
-            "dst": pd.array(e.dst, dtype="string"),
+            "dst": pd.array(e.name_of(e.dst), dtype="string"),
             "dst_type": types[e.dst_type],
             "relation": relations[e.rel],
-            "ctx": pd.array(e.ctx, dtype="string"),
+            "ctx": pd.array(e.name_of(e.ctx), dtype="string"),
             "ctx_type": types[e.ctx_type],
         },
         index=events.index,
@@ -439,23 +469,25 @@ def _node_table(e: _EdgeArrays) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, n
     """One node per (type, name), sorted by (type in ``NODE_TYPES`` order, name), and the node
     ids of every event's source, destination and context (-1 where none), as int64 arrays.
 
-    Vectorised: names are factorised once over all three roles, ranked by their sort order, and
-    a node is the (type, name rank) pair, so no per-event Python object is made."""
+    Vectorised: the distinct names are ranked by their sort order once, and a node is the
+    (type, name rank) pair, so no per-event Python object is made."""
     n = len(e.rel)
-    names = np.concatenate([e.src, e.dst, e.ctx])
-    types = np.concatenate([e.src_type, e.dst_type, e.ctx_type]).astype(np.int64)
-    codes, uniques = pd.factorize(names, use_na_sentinel=True)
-    uniques = np.asarray(uniques, dtype=object)
+    uniques = e.names
     U = len(uniques)
     rank = np.empty(U, dtype=np.int64)
     rank[np.argsort(uniques, kind="stable")] = np.arange(U)
-    ok = (codes >= 0) & (types >= 0)
-    key = np.where(ok, types * max(U, 1) + rank[np.maximum(codes, 0)] if U else 0, -1)
+    node_ids = []
     present = np.zeros(len(NODE_TYPES) * max(U, 1), dtype=bool)
-    present[key[ok]] = True
+    keys = []
+    for codes, types in ((e.src, e.src_type), (e.dst, e.dst_type), (e.ctx, e.ctx_type)):
+        ok = (codes >= 0) & (types >= 0)
+        key = np.where(ok, types.astype(np.int64) * max(U, 1) + rank[np.maximum(codes, 0)] if U else 0, -1)
+        present[key[ok]] = True
+        keys.append(key)
     node_keys = np.flatnonzero(present)
     id_of_key = np.cumsum(present) - 1
-    ids = np.where(ok, id_of_key[np.maximum(key, 0)], -1).astype(np.int64)
+    for key in keys:
+        node_ids.append(np.where(key >= 0, id_of_key[np.maximum(key, 0)], -1).astype(np.int64))
     node_type_code = node_keys // max(U, 1)
     by_rank = np.argsort(rank) if U else np.zeros(0, np.int64)  # name at each rank
     node_names = uniques[by_rank[node_keys % max(U, 1)]] if U else np.zeros(0, dtype=object)
@@ -465,7 +497,8 @@ def _node_table(e: _EdgeArrays) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, n
         "node_type": np.array(NODE_TYPES, dtype=object)[node_type_code],
         "type_index": np.arange(len(node_keys), dtype=np.int64) - first_of_type,
     })
-    return nodes, ids[:n], ids[n:2 * n], ids[2 * n:]
+    assert all(len(ids) == n for ids in node_ids)
+    return nodes, node_ids[0], node_ids[1], node_ids[2]
 
 
 def _group_cumcount(keys: np.ndarray) -> np.ndarray:
@@ -664,74 +697,99 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     split = np.where(bucket < train_end, 0, np.where(bucket < val_end, 1, 2)).astype(np.int8)
 
     # ---- event features (causal: only earlier events are used) ----
-    hour = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy()
-    weekend = (ts.dt.dayofweek >= 5).to_numpy().astype(np.float32)
+    # Per-event arrays the features, the rates and the snapshots share; everything else is made
+    # inside the one column that reads it and freed with it (a few million events: each array is
+    # tens of MB).
     success = events["success"].astype("boolean")
     auth_failed = (success == False).fillna(False).to_numpy().astype(np.float32)  # noqa: E712
-    auth_type = events["auth_type"].astype("string")
-    bytes_out = events["bytes_out"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
-    bytes_in = events["bytes_in"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
-    duration = events["duration_s"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
+    opened = (success != False).fillna(True).to_numpy()  # noqa: E712
+    del success
 
+    def volume(column: str) -> np.ndarray:
+        return events[column].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
+
+    def equals(column: str, value: str) -> np.ndarray:
+        return (_as_category(events[column]) == value).fillna(False).to_numpy().astype(np.float32)
+
+    bytes_out, bytes_in = volume("bytes_out"), volume("bytes_in")
     pair_key = src * n_nodes + dst
-    pair_prior = _group_cumcount(pair_key)
-    ctx_key = np.where(ctx >= 0, ctx * n_nodes + dst, -1 - np.arange(len(ctx)))
-    ctx_prior = _group_cumcount(ctx_key)
-    dst_prior = _group_cumcount(dst)
-    src_prior = _group_cumcount(src)
-    protocol = events["protocol"].astype("string").fillna("")
+    first_seen = (_group_cumcount(pair_key) == 0).astype(np.float32)
     # A fixed code per contract protocol (0 for none), so a service code means the same in every build.
-    proto_code = protocol.map({p: i + 1 for i, p in enumerate(PROTOCOLS)}).fillna(0).to_numpy(dtype=np.int64)
+    protocol = _as_category(events["protocol"])
+    proto_of = np.array([PROTOCOLS.index(p) + 1 if p in PROTOCOLS else 0 for p in protocol.cat.categories] + [0],
+                        dtype=np.int64)
     port = events["dst_port"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
-    service = np.where(port >= 0, (port + 1) * 8 + proto_code, -1)
-    service_prior = _group_cumcount(np.where(service >= 0, dst * (65537 * 8) + service, -1 - np.arange(len(dst))))
+    service = np.where(port >= 0, (port + 1) * 8 + proto_of[protocol.cat.codes.to_numpy()], -1)
+    del port, protocol
     hour_bin = (ts.dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
-    # The source's hour-of-day profile counts completed days only, so a burst cannot make its
-    # own hour familiar within minutes.
-    day = np.floor(epoch_seconds(ts) / 86400.0).astype(np.int64)  # UTC days
-    packets = events["packets"].astype("Float64").fillna(0).to_numpy(dtype=float).clip(min=0)
 
-    # Rhythm of the pair: time since its previous event and how much that gap differs from the
-    # one before (near 0 for machine-like periodic traffic such as beaconing).
-    pair_series = pd.Series(seconds)
-    prev = pair_series.groupby(pair_key).shift(1).to_numpy()
-    prev2 = pair_series.groupby(pair_key).shift(2).to_numpy()
-    log_gap = np.log1p(np.where(np.isnan(prev), NO_PREVIOUS_GAP_S, seconds - prev))
-    log_gap_before = np.log1p(np.where(np.isnan(prev2), NO_PREVIOUS_GAP_S, prev - prev2))
-    irregularity = np.where(np.isnan(prev2), np.log1p(NO_PREVIOUS_GAP_S), np.abs(log_gap - log_gap_before))
+    # Values two columns share: made for the first, dropped after the last (``last_use``).
+    memo: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def once(name: str, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        if name not in memo:
+            memo[name] = make()
+        return memo[name]
+
+    def hour() -> np.ndarray:
+        return once("hour", lambda: ((ts.dt.hour + ts.dt.minute / 60.0).to_numpy(),))[0]
+
+    def first_seen_of(key: np.ndarray, has: np.ndarray | None = None) -> np.ndarray:
+        first = _group_cumcount(key) == 0
+        return (first if has is None else has & first).astype(np.float32)
+
+    def hour_share() -> np.ndarray:
+        # The source's hour-of-day profile counts completed days only, so a burst cannot make its
+        # own hour familiar within minutes.
+        day = np.floor(epoch_seconds(ts) / 86400.0).astype(np.int64)  # UTC days
+        return event_hour_share(src, day, hour_bin)
+
+    def rhythm() -> tuple[np.ndarray, np.ndarray]:
+        # Rhythm of the pair: time since its previous event and how much that gap differs from
+        # the one before (near 0 for machine-like periodic traffic such as beaconing).
+        pair_series = pd.Series(seconds)
+        prev = pair_series.groupby(pair_key).shift(1).to_numpy()
+        prev2 = pair_series.groupby(pair_key).shift(2).to_numpy()
+        log_gap = np.log1p(np.where(np.isnan(prev), NO_PREVIOUS_GAP_S, seconds - prev))
+        log_gap_before = np.log1p(np.where(np.isnan(prev2), NO_PREVIOUS_GAP_S, prev - prev2))
+        return log_gap, np.where(np.isnan(prev2), np.log1p(NO_PREVIOUS_GAP_S), np.abs(log_gap - log_gap_before))
 
     # Filled column by column into float32 (each column computed in float64 and rounded once, as
     # before): no [n, features] float64 intermediate.
     columns = [
-        lambda: np.sin(2 * np.pi * hour / 24),
-        lambda: np.cos(2 * np.pi * hour / 24),
-        lambda: weekend,
+        lambda: np.sin(2 * np.pi * hour() / 24),
+        lambda: np.cos(2 * np.pi * hour() / 24),
+        lambda: (ts.dt.dayofweek >= 5).to_numpy().astype(np.float32),
         lambda: auth_failed,
-        lambda: (auth_type == "ntlm").fillna(False).to_numpy().astype(np.float32),
-        lambda: (auth_type == "kerberos").fillna(False).to_numpy().astype(np.float32),
-        lambda: (protocol == "udp").to_numpy().astype(np.float32),
-        lambda: (protocol == "icmp").to_numpy().astype(np.float32),
+        lambda: equals("auth_type", "ntlm"),
+        lambda: equals("auth_type", "kerberos"),
+        lambda: equals("protocol", "udp"),
+        lambda: equals("protocol", "icmp"),
         lambda: np.log1p(bytes_out),
         lambda: np.log1p(bytes_in),
-        lambda: np.log1p(duration),
-        lambda: np.log1p(packets),
-        lambda: (pair_prior == 0).astype(np.float32),
-        lambda: ((ctx >= 0) & (ctx_prior == 0)).astype(np.float32),
-        lambda: (dst_prior == 0).astype(np.float32),
-        lambda: (src_prior == 0).astype(np.float32),
-        lambda: ((service >= 0) & (service_prior == 0)).astype(np.float32),
-        lambda: event_hour_share(src, day, hour_bin),
-        lambda: service_share(dst, service, (success != False).fillna(True).to_numpy()),  # noqa: E712
-        lambda: log_gap,
-        lambda: irregularity,
+        lambda: np.log1p(volume("duration_s")),
+        lambda: np.log1p(volume("packets")),
+        lambda: first_seen,
+        lambda: first_seen_of(np.where(ctx >= 0, ctx * n_nodes + dst, -1 - np.arange(len(ctx))), ctx >= 0),
+        lambda: first_seen_of(dst),
+        lambda: first_seen_of(src),
+        lambda: first_seen_of(np.where(service >= 0, dst * (65537 * 8) + service, -1 - np.arange(len(dst))),
+                              service >= 0),
+        hour_share,
+        lambda: service_share(dst, service, opened),
+        lambda: once("rhythm", rhythm)[0],
+        lambda: once("rhythm", rhythm)[1],
         lambda: _prior_mean(np.log1p(bytes_out), pair_key, src),
         lambda: _prior_mean(np.log1p(bytes_in), pair_key, src),
-        lambda: _prior_mean(np.log1p(duration), pair_key, src),
+        lambda: _prior_mean(np.log1p(volume("duration_s")), pair_key, src),
     ]
+    last_use = {EVENT_FEATURES.index("hour_cos"): "hour", EVENT_FEATURES.index("pair_gap_irregularity"): "rhythm"}
     event_x = np.empty((len(src), len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
         event_x[:, j] = column()
-    del columns, prev, prev2, log_gap_before
+        memo.pop(last_use.get(j, ""), None)
+    # The closures above hold these: unbound here so their memory goes now.
+    columns, opened, pair_key = [], None, None
     assert event_x.shape[1] == len(EVENT_FEATURES)
 
     # Rate state per aspect (edge, source, destination, source x relation), by typed node name.
@@ -739,7 +797,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     if with_rates:
         node_h = node_hash(nodes["node_type"].astype(str) + ":" + nodes["name"].astype(str))
         actor = np.where((rel == RELATION_INDEX["logs_on"]) & (ctx >= 0), node_h[np.maximum(ctx, 0)], node_h[src])
-        rates = event_rates(None, rel, events["ts"], auth_failed, (pair_prior == 0).astype(np.int8), rate_config,
+        rates = event_rates(None, rel, events["ts"], auth_failed, first_seen.astype(np.int8), rate_config,
                             hashes=(node_h[src], node_h[dst], actor))
 
     # ---- per-bucket node aggregates, then windows as sums over overlapping buckets ----
@@ -754,7 +812,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         "auth_failed": auth_failed,
         "bytes_out": bytes_out,
         "bytes_in": bytes_in,
-        "first_seen": (pair_prior == 0).astype(np.float32),
+        "first_seen": first_seen,
         "event_type": events["event_type"].astype("string").fillna("").to_numpy(),
     }
     snap = _snapshot_features(
@@ -802,6 +860,99 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     )
 
 
+SNAPSHOT_CHUNK_EVENTS = 500_000
+
+
+def _bucket_pieces(bucket: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` event ranges of about ``size`` events that cover ``bucket`` (non-decreasing)
+    and end where the bucket changes: no bucket is split between two pieces."""
+    n = len(bucket)
+    bounds = [0]
+    while bounds[-1] < n:
+        cut = bounds[-1] + max(size, 1)
+        # The piece ends with the bucket of its ``size``-th event.
+        bounds.append(n if cut >= n else int(np.searchsorted(bucket, bucket[cut - 1], side="right")))
+    return list(zip(bounds[:-1], bounds[1:], strict=True)) if n else [(0, 0)]
+
+
+def _bucket_aggregates(
+    bucket: np.ndarray, src: np.ndarray, dst: np.ndarray, ctx: np.ndarray, rel: np.ndarray, hour_bin: np.ndarray,
+    auth_failed: np.ndarray, bytes_out: np.ndarray, bytes_in: np.ndarray, first_seen: np.ndarray,
+    event_type: np.ndarray,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """For one piece of events (``_bucket_pieces``): the per (bucket, node) sums of the node
+    features, the (node, bucket) x hour-bin event counts, and the per (bucket, relation, src, dst)
+    edge count, failures and bytes (context edges included)."""
+    n_ev = len(bucket)
+    # Every (event, involved node) pair: source, destination and context roles.
+    role_node = np.concatenate([src, dst, ctx])
+    role = np.repeat(np.arange(3), n_ev)
+    ev = np.tile(np.arange(n_ev), 3)
+    ok = role_node >= 0
+    role_node, role, ev = role_node[ok], role[ok], ev[ok]
+    is_flow = np.isin(event_type, ["network_flow", "dns", "file_access"])
+    logon_ctx = (role == 2) & (rel[ev] == RELATION_INDEX["logs_on"])
+    # Compact columns: the 0/1 indicators as int32 (their sums are exact counts, as the float64
+    # sums were), ids as int32 where they fit; only the byte volumes stay float64.
+    id_dtype = np.int32 if max(int(bucket.max(initial=0)), int(role_node.max(initial=0))) < 2**31 - 1 else np.int64
+    is_auth_ev = event_type == "auth"
+    is_proc_ev = event_type == "process_start"
+    frame = pd.DataFrame(
+        {
+            "b": bucket[ev].astype(id_dtype),
+            "n": role_node.astype(id_dtype),
+            "out": ((role == 0) | logon_ctx).astype(np.int32),
+            "in": (role == 1).astype(np.int32),
+            "any": np.ones(len(ev), np.int32),
+            "fail": auth_failed[ev].astype(np.int32),
+            "first": first_seen[ev].astype(np.int32),
+            "auth": is_auth_ev[ev].astype(np.int32),
+            "proc": is_proc_ev[ev].astype(np.int32),
+            "flow": is_flow[ev].astype(np.int32),
+            "bout": np.where(role == 0, bytes_out[ev], 0.0),
+            "bin": np.where(role == 0, bytes_in[ev], 0.0),
+        }
+    )
+    del is_auth_ev, is_proc_ev, is_flow, logon_ctx
+    per_bucket = frame.groupby(["b", "n"], sort=False).sum().reset_index()
+    del frame
+    per_bucket[["b", "n"]] = per_bucket[["b", "n"]].astype(np.int64)
+    peers_out = (
+        pd.DataFrame({"b": bucket, "n": src, "p": dst}).drop_duplicates().groupby(["b", "n"]).size().rename("pout")
+    )
+    peers_in = (
+        pd.DataFrame({"b": bucket, "n": dst, "p": src}).drop_duplicates().groupby(["b", "n"]).size().rename("pin")
+    )
+    per_bucket = per_bucket.join(peers_out, on=["b", "n"]).join(peers_in, on=["b", "n"]).fillna(0.0)
+
+    hours = pd.DataFrame({"n": role_node, "b": bucket[ev], "h": hour_bin[ev]})
+    del role_node, role, ev
+    hour_counts = hours.groupby(["n", "b", "h"]).size().unstack("h", fill_value=0)
+    hour_counts = hour_counts.reindex(columns=range(HOUR_BINS), fill_value=0)
+    del hours
+
+    # Snapshot edges: unique (relation, src, dst) per bucket. Context edges: the source host of a
+    # logon authenticated to the destination (auth_to), and the user behind a process start
+    # started it (starts).
+    edge_frame = pd.DataFrame(
+        {"b": bucket, "r": rel, "s": src, "d": dst, "fail": auth_failed, "bytes": bytes_out + bytes_in}
+    )
+    logon = (ctx >= 0) & (rel == RELATION_INDEX["logs_on"])
+    started = (ctx >= 0) & (rel == RELATION_INDEX["runs"])
+    ctx_frames = [
+        pd.DataFrame({"b": bucket[m], "r": RELATION_INDEX[r], "s": ctx[m], "d": dst[m], "fail": auth_failed[m],
+                      "bytes": 0.0})
+        for m, r in ((logon, "auth_to"), (started, "starts"))
+    ]
+    per_b = (
+        pd.concat([edge_frame, *ctx_frames], ignore_index=True)
+        .groupby(["b", "r", "s", "d"], sort=False)
+        .agg(count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum"))
+        .reset_index()
+    )
+    return per_bucket, hour_counts, per_b
+
+
 def _snapshot_features(
     *,
     n_buckets: int,
@@ -828,47 +979,23 @@ def _snapshot_features(
     month of a 25,000-address network fits. Rows are sorted by (snapshot, node id).
     """
     K, N = n_buckets, n_nodes
-    n_ev = len(bucket)
-    # Every (event, involved node) pair: source, destination and context roles.
-    role_node = np.concatenate([src, dst, ctx])
-    role = np.repeat(np.arange(3), n_ev)
-    ev = np.tile(np.arange(n_ev), 3)
-    ok = role_node >= 0
-    role_node, role, ev = role_node[ok], role[ok], ev[ok]
-    is_flow = np.isin(event_type, ["network_flow", "dns", "file_access"])
-    logon_ctx = (role == 2) & (rel[ev] == RELATION_INDEX["logs_on"])
-    # Compact columns: the 0/1 indicators as int32 (their sums are exact counts, as the float64
-    # sums were), ids as int32 where they fit; only the byte volumes stay float64.
-    id_dtype = np.int32 if max(K, N) < 2**31 - 1 else np.int64
-    is_auth_ev = event_type == "auth"
-    is_proc_ev = event_type == "process_start"
-    frame = pd.DataFrame(
-        {
-            "b": bucket[ev].astype(id_dtype),
-            "n": role_node.astype(id_dtype),
-            "out": ((role == 0) | logon_ctx).astype(np.int32),
-            "in": (role == 1).astype(np.int32),
-            "any": np.ones(len(ev), np.int32),
-            "fail": auth_failed[ev].astype(np.int32),
-            "first": first_seen[ev].astype(np.int32),
-            "auth": is_auth_ev[ev].astype(np.int32),
-            "proc": is_proc_ev[ev].astype(np.int32),
-            "flow": is_flow[ev].astype(np.int32),
-            "bout": np.where(role == 0, bytes_out[ev], 0.0),
-            "bin": np.where(role == 0, bytes_in[ev], 0.0),
-        }
-    )
-    del is_auth_ev, is_proc_ev
-    per_bucket = frame.groupby(["b", "n"], sort=False).sum().reset_index()
-    del frame
-    per_bucket[["b", "n"]] = per_bucket[["b", "n"]].astype(np.int64)
-    peers_out = (
-        pd.DataFrame({"b": bucket, "n": src, "p": dst}).drop_duplicates().groupby(["b", "n"]).size().rename("pout")
-    )
-    peers_in = (
-        pd.DataFrame({"b": bucket, "n": dst, "p": src}).drop_duplicates().groupby(["b", "n"]).size().rename("pin")
-    )
-    per_bucket = per_bucket.join(peers_out, on=["b", "n"]).join(peers_in, on=["b", "n"]).fillna(0.0)
+    # Per (bucket, node), per (node, bucket, hour bin) and per (bucket, edge): aggregated over
+    # pieces of about ``SNAPSHOT_CHUNK_EVENTS`` events that end at a bucket boundary. A bucket's
+    # events are all in one piece, so the pieces' groups are disjoint and concatenating them gives
+    # the aggregates of the whole stream, while the [3 n] role frames exist for one piece at a time.
+    per_bucket, hour_counts, per_b = [], [], []
+    for lo, hi in _bucket_pieces(bucket, SNAPSHOT_CHUNK_EVENTS):
+        piece = slice(lo, hi)
+        a, h, e = _bucket_aggregates(
+            bucket[piece], src[piece], dst[piece], ctx[piece], rel[piece], hour_bin[piece], auth_failed[piece],
+            bytes_out[piece], bytes_in[piece], first_seen[piece], event_type[piece],
+        )
+        per_bucket.append(a)
+        hour_counts.append(h)
+        per_b.append(e)
+    per_bucket = pd.concat(per_bucket, ignore_index=True)
+    hour_counts = pd.concat(hour_counts).sort_index()
+    per_b = pd.concat(per_b, ignore_index=True)
 
     # Window k = buckets k - overlap .. k: shift each bucket's rows into the windows that hold it.
     shifted = pd.concat([per_bucket.assign(k=per_bucket["b"] + j) for j in range(overlap + 1)], ignore_index=True)
@@ -879,9 +1006,6 @@ def _snapshot_features(
     act_ptr = np.searchsorted(act_k, np.arange(K + 1), side="left").astype(np.int64)
 
     # Cumulative hour-of-day profile of each node up to and including bucket k.
-    hours = pd.DataFrame({"n": role_node, "b": bucket[ev], "h": hour_bin[ev]})
-    hour_counts = hours.groupby(["n", "b", "h"]).size().unstack("h", fill_value=0)
-    hour_counts = hour_counts.reindex(columns=range(HOUR_BINS), fill_value=0).sort_index()
     hc_node = hour_counts.index.get_level_values("n").to_numpy(np.int64)
     hc_bucket = hour_counts.index.get_level_values("b").to_numpy(np.int64)
     hc_cum = hour_counts.groupby(level="n").cumsum().to_numpy(np.float64)
@@ -920,26 +1044,8 @@ def _snapshot_features(
     ).astype(np.float32)
     assert act_x.shape[1] == len(NODE_FEATURES)
 
-    # Snapshot edges: unique (relation, src, dst) per bucket, then each window is the union of
-    # its buckets' edges (aggregated again), so a window holds every edge seen in its span.
-    edge_frame = pd.DataFrame(
-        {"b": bucket, "r": rel, "s": src, "d": dst, "fail": auth_failed, "bytes": bytes_out + bytes_in}
-    )
-    # Context edges: the source host of a logon authenticated to the destination (auth_to), and
-    # the user behind a process start started it (starts).
-    logon = (ctx >= 0) & (rel == RELATION_INDEX["logs_on"])
-    started = (ctx >= 0) & (rel == RELATION_INDEX["runs"])
-    ctx_frames = [
-        pd.DataFrame({"b": bucket[m], "r": RELATION_INDEX[r], "s": ctx[m], "d": dst[m], "fail": auth_failed[m],
-                      "bytes": 0.0})
-        for m, r in ((logon, "auth_to"), (started, "starts"))
-    ]
-    per_b = (
-        pd.concat([edge_frame, *ctx_frames], ignore_index=True)
-        .groupby(["b", "r", "s", "d"], sort=False)
-        .agg(count=("fail", "size"), fail=("fail", "sum"), bytes=("bytes", "sum"))
-        .reset_index()
-    )
+    # Snapshot edges: each window is the union of its buckets' edges (aggregated again), so a
+    # window holds every edge seen in its span.
     win_edges = pd.concat([per_b.assign(k=per_b["b"] + j) for j in range(overlap + 1)], ignore_index=True)
     win_edges = win_edges[win_edges["k"] < K]
     win_edges = (

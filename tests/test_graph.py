@@ -284,3 +284,22 @@ def test_service_profile_counts_answered_connections_only():
     assert nats[5] < 0.2  # the web server's usual port
     assert nats[42] < 1.0  # 443 on a destination never seen: the port answers everywhere else
     assert nats[43] == 0.0  # no port, no service part
+
+
+def test_snapshots_built_in_pieces_equal_one_piece(small_events, monkeypatch):
+    """Issue 15: the per-bucket aggregates are built over pieces of events that end at bucket
+    boundaries, so the peak holds one piece's role frames. The snapshots (both time scales) are
+    bit for bit those of one piece over the whole stream."""
+    import anomaly_pipeline.graph as graph
+
+    config = WindowConfig(stride_hours=1, window_hours=3, history=2)
+    whole = build_graph_windows(small_events, config)
+    monkeypatch.setattr(graph, "SNAPSHOT_CHUNK_EVENTS", 997)  # dozens of pieces, none on a boundary
+    pieces = graph._bucket_pieces(whole.event_bucket, 997)
+    assert len(pieces) > 5 and pieces[0][0] == 0 and pieces[-1][1] == len(whole.event_bucket)
+    assert all(whole.event_bucket[hi - 1] < whole.event_bucket[hi] for _, hi in pieces[:-1])
+    chunked = build_graph_windows(small_events, config)
+    for name in ("act_ptr", "act_node", "act_x", "snap_ptr", "snap_rel", "snap_src", "snap_dst", "snap_attr",
+                 "snap_src_row", "snap_dst_row"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(chunked.coarse, name), getattr(whole.coarse, name), err_msg=name)
