@@ -268,7 +268,7 @@ def release_memory() -> None:
 
 # glibc's mallopt parameter: blocks of at least this size are mapped on their own (mmap).
 _M_MMAP_THRESHOLD = -3
-LARGE_BLOCK_BYTES = 4 << 20
+LARGE_BLOCK_BYTES = 16 << 20
 
 
 def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
@@ -276,11 +276,11 @@ def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     to the system the moment it is freed; True when set (glibc only).
 
     Why: glibc raises its mapping threshold to the largest block freed so far (up to 32 MB), so
-    the per-event arrays of a few million events (4 to 36 MB each, made and freed by the hundred
+    the per-event arrays of a few million events (16 to 36 MB each, made and freed by the hundred
     while windows are built, a model trains and events are scored) come from the heap, where freed
-    blocks are kept and fragment it. On DARPA's 4.5 M events that held 1.2 GB more resident memory
-    in training and scoring than was ever in use. Mapping costs one system call and fresh pages
-    per large block, small beside the work done on a block of a million values."""
+    blocks are kept and fragment it. On DARPA's 4.5 M events (``detect``, alone on 2 cores):
+    peak RSS 3.6 GB and 63 s without it, 3.1 GB and 66 s at 16 MB, 3.3 GB and 75 s at 4 MB (a
+    fresh mapping per batch-sized block slows training and scoring)."""
     libc = _libc()
     if libc is None:
         return False
@@ -318,12 +318,34 @@ def _concat_compact(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+ID_HASH_PIECE = 500_000
+
+
+def _repeated(ids: pd.Series) -> np.ndarray:
+    """Per row, True where a row before it has the same id (missing ids never repeat).
+
+    A 64-bit hash per id, hashed ``ID_HASH_PIECE`` ids at a time, then sorted: only rows whose
+    hash some other row shares are compared by value. Factorising the ids instead built a table of
+    every distinct id, 0.9 GB on DARPA's 4.5 M events, and took twice as long."""
+    hashes = np.concatenate([
+        pd.util.hash_array(ids.iloc[lo:lo + ID_HASH_PIECE].to_numpy(dtype=object, na_value=""), categorize=False)
+        for lo in range(0, len(ids), ID_HASH_PIECE)
+    ] or [np.zeros(0, np.uint64)])
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    del hashes
+    shared = np.flatnonzero(ordered[1:] == ordered[:-1])
+    repeat = np.zeros(len(ids), dtype=bool)
+    if len(shared):
+        rows = np.unique(order[np.concatenate([shared, shared + 1])])  # in file order
+        values = ids.iloc[rows]
+        repeat[rows] = (values.duplicated(keep="first") & values.notna()).to_numpy()
+    return repeat
+
+
 def _drop_repeated_ids(valid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Valid events without ids an earlier chunk already had, and quarantine rows for the repeats."""
-    # Integer codes of the ids: the repeats are found without a Python object per id.
-    codes, _ = pd.factorize(valid["event_id"], use_na_sentinel=True)
-    repeat = (codes >= 0) & pd.Series(codes).duplicated(keep="first").to_numpy()
-    del codes
+    repeat = _repeated(valid["event_id"])
     if not repeat.any():
         return valid, schema.empty_quarantine()
     first_ref = valid.drop_duplicates("event_id").set_index("event_id")["raw_ref"]
@@ -361,7 +383,7 @@ def _concat(frames: list[pd.DataFrame], empty: pd.DataFrame | None) -> pd.DataFr
 # The event columns the detect table shows, and those besides them the explanations read.
 TABLE_EVENT_COLUMNS = ("raw_ref", "ts", "event_type", "user", "src_host", "dst_host", "dst_port", "label",
                        "label_detail")
-DETECT_EVENT_COLUMNS = (*TABLE_EVENT_COLUMNS, "protocol", "bucket", "split", "relation")
+DETECT_EVENT_COLUMNS = (*TABLE_EVENT_COLUMNS, "protocol")
 
 
 @dataclass
@@ -571,6 +593,17 @@ def detect_file(
     timings["score_events_per_s"] = len(idx) / timings["score_s"] if timings["score_s"] > 0 else math.inf
     log(f"scored {len(idx):,} events in {timings['score_s']:.1f} s ({timings['score_events_per_s']:,.0f} events/s)")
 
+    # Metrics first: their sorted copies come and go before the table exists.
+    if has_labels:
+        metrics = label_metrics(windows.labels[idx], scores)
+        train_labels = windows.labels[np.concatenate([windows.split_index("train"), windows.split_index("validation")])]
+        known = train_labels[~np.isnan(train_labels)]
+        metrics["train_attack_share"] = float(known.mean()) if len(known) else float("nan")
+    else:
+        metrics = {
+            "scored": len(idx), "roc_auc": None, "average_precision": None,
+            "metrics_note": "no labels in the input: ROC-AUC / AP not computed",
+        }
     # Rows in rank order, each column taken once in that order (no copy of the event table, no
     # reordering or column-selecting copy of the table afterwards).
     order = np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf)))
@@ -598,16 +631,6 @@ def detect_file(
     del columns
     assert tuple(table.columns) == tuple(c for c in OUTPUT_COLUMNS if has_labels or c not in LABEL_COLUMNS)
 
-    if has_labels:
-        metrics = label_metrics(windows.labels[idx], scores)
-        train_labels = windows.labels[np.concatenate([windows.split_index("train"), windows.split_index("validation")])]
-        known = train_labels[~np.isnan(train_labels)]
-        metrics["train_attack_share"] = float(known.mean()) if len(known) else float("nan")
-    else:
-        metrics = {
-            "scored": len(idx), "roc_auc": None, "average_precision": None,
-            "metrics_note": "no labels in the input: ROC-AUC / AP not computed",
-        }
     timings["total_s"] = time.perf_counter() - started
     return DetectResult(table, data, windows, detector, has_labels, metrics, timings, list(detector.history))
 

@@ -613,6 +613,19 @@ def service_profile_share(has: np.ndarray, own: np.ndarray, own_total: np.ndarra
     return np.where(has, (own + alpha * base) / (own_total + alpha), 1.0)
 
 
+_NS_PER_MINUTE = 60 * 10**9
+
+
+def _utc_minute_of_day(ts: pd.Series) -> np.ndarray:
+    """Minutes since UTC midnight (int64), as ``ts.dt.hour * 60 + ts.dt.minute``."""
+    return ts.to_numpy(dtype="datetime64[ns]").view(np.int64) // _NS_PER_MINUTE % 1440
+
+
+def _utc_day_of_week(ts: pd.Series) -> np.ndarray:
+    """Day of the week in UTC, Monday 0 (``ts.dt.dayofweek``): 1970-01-01 was a Thursday."""
+    return (ts.to_numpy(dtype="datetime64[ns]").view(np.int64) // (_NS_PER_MINUTE * 1440) + 3) % 7
+
+
 def epoch_seconds(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as float seconds since 1970."""
     return ts.astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
@@ -721,7 +734,9 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     port = events["dst_port"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
     service = np.where(port >= 0, (port + 1) * 8 + proto_of[protocol.cat.codes.to_numpy()], -1)
     del port, protocol
-    hour_bin = (ts.dt.hour.to_numpy() // (24 // HOUR_BINS)).astype(np.int64)
+    # UTC clock fields from the integer time (``ts.dt`` made several copies of the column each).
+    minute = _utc_minute_of_day(ts)
+    hour_bin = minute // 60 // (24 // HOUR_BINS)
 
     # Values two columns share: made for the first, dropped after the last (``last_use``).
     memo: dict[str, tuple[np.ndarray, ...]] = {}
@@ -732,7 +747,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         return memo[name]
 
     def hour() -> np.ndarray:
-        return once("hour", lambda: ((ts.dt.hour + ts.dt.minute / 60.0).to_numpy(),))[0]
+        return once("hour", lambda: (minute // 60 + (minute % 60) / 60.0,))[0]
 
     def first_seen_of(key: np.ndarray, has: np.ndarray | None = None) -> np.ndarray:
         first = _group_cumcount(key) == 0
@@ -759,7 +774,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
     columns = [
         lambda: np.sin(2 * np.pi * hour() / 24),
         lambda: np.cos(2 * np.pi * hour() / 24),
-        lambda: (ts.dt.dayofweek >= 5).to_numpy().astype(np.float32),
+        lambda: (_utc_day_of_week(ts) >= 5).astype(np.float32),
         lambda: auth_failed,
         lambda: equals("auth_type", "ntlm"),
         lambda: equals("auth_type", "kerberos"),
@@ -789,7 +804,7 @@ def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfi
         event_x[:, j] = column()
         memo.pop(last_use.get(j, ""), None)
     # The closures above hold these: unbound here so their memory goes now.
-    columns, opened, pair_key = [], None, None
+    columns, opened, pair_key, minute = [], None, None, None
     assert event_x.shape[1] == len(EVENT_FEATURES)
 
     # Rate state per aspect (edge, source, destination, source x relation), by typed node name.

@@ -271,3 +271,19 @@ def test_csv_writer_writes_what_pandas_writes(tmp_path):
         frame.to_csv(tmp_path / "pandas.csv", index=False, float_format="%.6g")
         write_csv(frame, tmp_path / "ours.csv", float_format="%.6g", block_rows=block_rows)
         assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+
+
+def test_repeated_ids_found_by_hash_equal_pandas_duplicated(monkeypatch):
+    """Issue 15: repeats are found from 64-bit hashes (pieces of ``ID_HASH_PIECE`` ids), not a
+    table of every id; the result is pandas' ``duplicated`` (first kept), missing ids never repeat."""
+    import anomaly_pipeline.detect as detect
+
+    rng = np.random.default_rng(0)
+    ids = pd.Series([f"e{v}" for v in rng.integers(0, 400, size=1000)], dtype="string[pyarrow]")
+    ids[rng.integers(0, 1000, size=30)] = pd.NA
+    monkeypatch.setattr(detect, "ID_HASH_PIECE", 77)  # repeats across pieces
+    expected = (ids.duplicated(keep="first") & ids.notna()).to_numpy()
+    assert expected.sum() > 300
+    np.testing.assert_array_equal(detect._repeated(ids), expected)
+    assert not detect._repeated(pd.Series([f"e{i}" for i in range(500)], dtype="string[pyarrow]")).any()
+    assert len(detect._repeated(pd.Series([], dtype="string[pyarrow]"))) == 0

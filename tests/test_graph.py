@@ -303,3 +303,14 @@ def test_snapshots_built_in_pieces_equal_one_piece(small_events, monkeypatch):
                  "snap_src_row", "snap_dst_row"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
         np.testing.assert_array_equal(getattr(chunked.coarse, name), getattr(whole.coarse, name), err_msg=name)
+
+
+def test_clock_fields_from_integer_time_equal_pandas():
+    """The hour and weekday features read the clock from the integer time; they equal ``ts.dt``,
+    before 1970 too."""
+    from anomaly_pipeline.graph import _utc_day_of_week, _utc_minute_of_day
+
+    rng = np.random.default_rng(1)
+    ts = pd.Series(pd.to_datetime(rng.integers(-2 * 10**18, 2 * 10**18, size=5000), utc=True))
+    np.testing.assert_array_equal(_utc_minute_of_day(ts), (ts.dt.hour * 60 + ts.dt.minute).to_numpy())
+    np.testing.assert_array_equal(_utc_day_of_week(ts), ts.dt.dayofweek.to_numpy())
