@@ -226,6 +226,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             epochs_per_stage=args.epochs_per_stage,
             seed=args.seed,
             ts_min=args.ts_min,
+            keep_windows=False,
             log=lambda line: print(line, flush=True),
         )
     except (DetectError, FileNotFoundError) as exc:  # DetectError: too short a span, nothing valid, ...

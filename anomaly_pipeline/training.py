@@ -331,21 +331,24 @@ _SERVICE_SPAN = 65537 * 8  # service codes (port + 1) * 8 + protocol stay below 
 class NegativeSampler:
     """Builds corrupted copies of observed events (see module docstring)."""
 
-    def __init__(self, windows: GraphWindows, rng: np.random.Generator) -> None:
+    def __init__(self, windows: GraphWindows, rng: np.random.Generator, upto: int | None = None) -> None:
+        """``upto``: negatives are made for the first ``upto`` events only (default all), so the
+        histories hold those (training and validation: 8 % of DARPA's events, not all 4.5 M)."""
         self.w = windows
         self.rng = rng
         n = windows.n_nodes
-        self.pairs = PairHistory(windows.event_src * n + windows.event_dst)
-        ctx_keys = np.where(windows.event_ctx >= 0, windows.event_ctx * n + windows.event_dst, -1)
-        self.ctx_pairs = PairHistory(ctx_keys)
-        self.dsts = PairHistory(windows.event_dst)
+        m = len(windows.event_src) if upto is None else int(upto)
+        src, dst, ctx = windows.event_src[:m], windows.event_dst[:m], windows.event_ctx[:m]
+        self.pairs = PairHistory(src * n + dst)
+        self.ctx_pairs = PairHistory(np.where(ctx >= 0, ctx * n + dst, -1))
+        self.dsts = PairHistory(dst)
         self.services = None
         if windows.event_service is not None:
-            service = windows.event_service
-            self.services = PairHistory(np.where(service >= 0, windows.event_dst * _SERVICE_SPAN + service, -1))
+            service = windows.event_service[:m]
+            self.services = PairHistory(np.where(service >= 0, dst * _SERVICE_SPAN + service, -1))
         types = windows.nodes["node_type"].to_numpy()
         self.type_ids = {t: np.flatnonzero(types == t) for t in NODE_TYPES}
-        self.dst_type = types[windows.event_dst]
+        self.dst_type = types[dst]
         train = windows.split_index("train")
         degree = np.bincount(windows.event_dst[train], minlength=n).astype(float) ** 0.75 + 1e-3
         self.popularity = {t: degree[ids] / degree[ids].sum() for t, ids in self.type_ids.items() if len(ids)}
@@ -653,7 +656,8 @@ def train_hybrid(
     model.event_std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-3))
     gt = GraphTensors(windows, device, train_config.sample_edges_above, train_config.seed)
     use_amp = device.type == "cuda" and train_config.mixed_precision in ("auto", "bf16")
-    sampler = NegativeSampler(windows, rng)
+    sampler = NegativeSampler(windows, rng, upto=int(np.searchsorted(windows.event_bucket,
+                                                                       windows.meta["validation_end_bucket"])))
     optimiser = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
 
     train_end = windows.meta["train_end_bucket"]
@@ -855,31 +859,46 @@ def score_components(
         gt.freeze_coarse(model, int(windows.event_bucket[idx].min()), int(windows.event_bucket[idx].max()))
     for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
         lo, hi = np.searchsorted(windows.event_bucket, [c0, c1])
-        sel = np.arange(lo, hi)[wanted[lo:hi]]
-        if len(sel) == 0:
+        in_chunk = np.arange(lo, hi)[wanted[lo:hi]]
+        if len(in_chunk) == 0:
             continue
         batch = gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-        ids = [a[sel].astype(np.int32) for a in (w.event_bucket, w.event_src, w.event_dst, w.event_ctx, w.event_rel)]
-        x = w.event_x[sel].astype(np.float32, copy=False)
-        log_rate = log_expected_rates(w, sel)
-        rows = slice(None)
-        inverse = None
-        if dedupe and max(n_events, windows.n_buckets, windows.n_nodes) < 2**31 - 1:
-            first, inverse = _distinct_rows([*ids, x[:, DECODER_IDX], log_rate])
-            if len(first) < len(sel):
-                rows = first
-            else:
-                inverse = None
-        out = _decode_rows(
-            model, gt, batch, w.event_bucket[sel][rows], w.event_src[sel][rows], w.event_dst[sel][rows],
-            w.event_ctx[sel][rows], w.event_rel[sel][rows], x[rows], log_rate=log_rate[rows],
-        )
-        if inverse is not None:
-            back = torch.from_numpy(inverse).to(device)
-            out = {k: (out[k][back] if out[k] is not None else None) for k in _PER_ROW_OUTPUTS}
-        decoded = decoded_parts(model, w, sel, out)
-        parts[row_of[sel]] = decoded if reduce is None else reduce(decoded)
+        # A flood puts a million events in a day's chunk: they are decoded in slices of at most
+        # ``SCORE_SLICE_EVENTS`` against the chunk's embeddings, so the per-event arrays stay small.
+        for s0 in range(0, len(in_chunk), SCORE_SLICE_EVENTS):
+            sel = in_chunk[s0:s0 + SCORE_SLICE_EVENTS]
+            parts[row_of[sel]] = _score_slice(model, gt, batch, w, sel, dedupe, reduce)
     return parts[row_of[idx]]
+
+
+SCORE_SLICE_EVENTS = 262_144
+
+
+def _score_slice(model: HybridGNNLSTM, gt: GraphTensors, batch: SnapshotBatch, w: GraphWindows, sel: np.ndarray,
+                 dedupe: bool, reduce: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """``score_components``' parts (or their ``reduce``) of events ``sel``, all in ``batch``'s buckets."""
+    device = next(model.parameters()).device
+    n_events = len(w.event_src)
+    ids = [a[sel].astype(np.int32) for a in (w.event_bucket, w.event_src, w.event_dst, w.event_ctx, w.event_rel)]
+    x = w.event_x[sel].astype(np.float32, copy=False)
+    log_rate = log_expected_rates(w, sel)
+    rows = slice(None)
+    inverse = None
+    if dedupe and max(n_events, w.n_buckets, w.n_nodes) < 2**31 - 1:
+        first, inverse = _distinct_rows([*ids, x[:, DECODER_IDX], log_rate])
+        if len(first) < len(sel):
+            rows = first
+        else:
+            inverse = None
+    out = _decode_rows(
+        model, gt, batch, w.event_bucket[sel][rows], w.event_src[sel][rows], w.event_dst[sel][rows],
+        w.event_ctx[sel][rows], w.event_rel[sel][rows], x[rows], log_rate=log_rate[rows],
+    )
+    if inverse is not None:
+        back = torch.from_numpy(inverse).to(device)
+        out = {k: (out[k][back] if out[k] is not None else None) for k in _PER_ROW_OUTPUTS}
+    decoded = decoded_parts(model, w, sel, out)
+    return decoded if reduce is None else reduce(decoded)
 
 
 def score_events(

@@ -190,3 +190,19 @@ def test_deduplicated_scoring_equals_scoring_every_event(trained, small_events):
     each = score_components(det.model, w, idx, dedupe=False)
     assert np.isfinite(fast).all()
     np.testing.assert_allclose(fast, each, rtol=1e-5, atol=1e-5)
+
+
+def test_scoring_in_event_slices_equals_scoring_whole_chunks(trained, small_windows, monkeypatch):
+    """Issue 15: a chunk's events are decoded in slices of ``SCORE_SLICE_EVENTS`` (a flood would
+    otherwise make per-event arrays of a million rows); the parts equal those of whole chunks, to
+    float32 rounding (the decoder sees another batch size), and the combined scores too."""
+    import anomaly_pipeline.training as training
+
+    det, _ = trained
+    idx = small_windows.split_index("test")
+    whole = score_components(det.model, small_windows, idx)
+    monkeypatch.setattr(training, "SCORE_SLICE_EVENTS", 97)
+    assert len(idx) > 20 * 97
+    sliced = score_components(det.model, small_windows, idx)
+    np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(det.decision_function(small_windows, idx), det.combine(whole), rtol=1e-5, atol=1e-4)
