@@ -650,18 +650,15 @@ def event_rates(edges: pd.DataFrame | None, rel: np.ndarray, ts: pd.Series, fail
         from_host = (edges["relation"].to_numpy() == "logs_on") & edges["ctx"].notna().to_numpy()
         actor = np.where(from_host, node_hash(edges["ctx_type"].astype(str) + ":" + edges["ctx"].astype(str)), src)
     seconds = epoch_seconds(ts)
-    counts, totals, ticks = [], [], []
+    # Each chunk's state written into arrays of the whole length (no list of chunks concatenated
+    # at the end, which held the rate state twice).
+    shape = (len(src), len(state.scales), len(ASPECTS))
+    out = EventRates(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape[:2], np.float32), state)
     for lo in range(0, len(src), chunk):
-        c, tot, t = state.update(src[lo:lo + chunk], dst[lo:lo + chunk], rel[lo:lo + chunk], seconds[lo:lo + chunk],
-                                 failed[lo:lo + chunk], actor[lo:lo + chunk], novel[lo:lo + chunk])
-        counts.append(c)
-        totals.append(tot)
-        ticks.append(t)
-    if not counts:
-        shape = (0, len(state.scales), len(ASPECTS))
-        return EventRates(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape[:2], np.float32),
-                          state)
-    return EventRates(np.concatenate(counts), np.concatenate(totals), np.concatenate(ticks), state)
+        hi = lo + chunk
+        out.count[lo:hi], out.total[lo:hi], out.t[lo:hi] = state.update(
+            src[lo:hi], dst[lo:hi], rel[lo:hi], seconds[lo:hi], failed[lo:hi], actor[lo:hi], novel[lo:hi])
+    return out
 
 
 def build_graph_windows(events: pd.DataFrame, config: WindowConfig = WindowConfig(),
