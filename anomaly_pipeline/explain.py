@@ -106,8 +106,8 @@ def explain_events(
         out.append(
             EventExplanation(
                 # Windows built without ids (``detect`` drops them once duplicates are checked) name
-                # the event by where it was read.
-                event_id=str(event["event_id"] if "event_id" in event.index else event["raw_ref"]),
+                # the event by where it was read, or else by its position.
+                event_id=str(event.get("event_id", event.get("raw_ref", i))),
                 ts=str(event["ts"]),
                 score=float(sum(parts.values())),
                 parts={k: round(v, 3) for k, v in parts.items()},

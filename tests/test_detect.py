@@ -287,3 +287,25 @@ def test_repeated_ids_found_by_hash_equal_pandas_duplicated(monkeypatch):
     np.testing.assert_array_equal(detect._repeated(ids), expected)
     assert not detect._repeated(pd.Series([f"e{i}" for i in range(500)], dtype="string[pyarrow]")).any()
     assert len(detect._repeated(pd.Series([], dtype="string[pyarrow]"))) == 0
+
+
+def test_raw_refs_split_into_file_and_line_join_back_exactly():
+    """Issue 15: ``detect`` keeps ``raw_ref`` as a file code and a line number until the table
+    (50 bytes an event less); joined back, every reference is the same string. A reference of
+    another shape (no line number, a leading zero, a second file) leaves the column as it is."""
+    from anomaly_pipeline.detect import _joined_refs, _split_refs
+
+    refs = ["C:\\logs\\a:b.csv:1", "C:\\logs\\a:b.csv:20", "C:\\logs\\a:b.csv:0", "C:\\logs\\a:b.csv:7",
+            "C:\\logs\\a:b.csv:123456789012"]
+    for dtype in ("string[pyarrow]", "string", object):
+        events = pd.DataFrame({"raw_ref": pd.Series(refs, dtype=dtype), "n": range(len(refs))})
+        assert _split_refs(events)
+        assert "raw_ref" not in events.columns and events["_raw_ref_line"].dtype == np.int64
+        order = np.array([4, 0, 2, 1, 3])
+        joined = _joined_refs(events["_raw_ref_file"].take(order), events["_raw_ref_line"].take(order))
+        assert joined.dtype == "string[pyarrow]"
+        assert joined.tolist() == [refs[i] for i in order]
+    for odd in (["a.csv:1", "a.csv"], ["a.csv:01"], ["a.csv:1", None], ["a.csv:1", "b.csv:2"], ["a.csv:1", "a.csv:x"],
+                ["a.csv:1", "b.csx:2"]):
+        events = pd.DataFrame({"raw_ref": pd.Series(odd, dtype="string[pyarrow]")})
+        assert not _split_refs(events) and events["raw_ref"].tolist() == pd.Series(odd, dtype="string[pyarrow]").tolist()
