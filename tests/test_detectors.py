@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from anomaly_pipeline.detectors import MODEL_SCALE_PARTS, TAIL_SHARE, HybridDetector, IsolationForestDetector, predict
+from anomaly_pipeline.detectors import (
+    MODEL_SCALE_PARTS,
+    TAIL_SHARE,
+    HybridDetector,
+    IsolationForestDetector,
+    predict,
+)
 from anomaly_pipeline.evaluation import evaluate_detectors
 from anomaly_pipeline.models.hybrid import HybridConfig
 from anomaly_pipeline.training import SCORE_PARTS, TrainConfig, score_components
