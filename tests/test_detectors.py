@@ -212,3 +212,24 @@ def test_scoring_in_event_slices_equals_scoring_whole_chunks(trained, small_wind
     sliced = score_components(det.model, small_windows, idx)
     np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(det.decision_function(small_windows, idx), det.combine(whole), rtol=1e-5, atol=1e-4)
+
+
+def test_scoring_events_in_any_order_gives_each_its_own_row(trained, small_windows, monkeypatch):
+    """``score_components`` scores a split's index (in window order) without a per-event map; any
+    other order, with repeats, gets each event's own row back, and the threads it borrows for its
+    worker are given back."""
+    import torch
+
+    import anomaly_pipeline.training as training
+
+    det, _ = trained
+    monkeypatch.setattr(training, "SCORE_SLICE_EVENTS", 97)  # many slices and chunks in flight
+    idx = small_windows.split_index("test")
+    ordered = score_components(det.model, small_windows, idx)
+    threads = torch.get_num_threads()
+    shuffled = np.random.default_rng(0).permutation(np.concatenate([idx, idx[:50]]))
+    again = score_components(det.model, small_windows, shuffled)
+    assert torch.get_num_threads() == threads
+    row = {int(e): i for i, e in enumerate(idx)}
+    np.testing.assert_allclose(again, ordered[[row[int(e)] for e in shuffled]], rtol=1e-5, atol=1e-5)
+    assert score_components(det.model, small_windows, idx[:0]).shape == (0, ordered.shape[1])
