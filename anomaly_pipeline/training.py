@@ -875,19 +875,27 @@ def score_components(
     if len(events):
         gt.freeze_coarse(model, int(windows.event_bucket[events[0]]), int(windows.event_bucket[events[-1]]))
 
-    def finish(rows: slice, sel: np.ndarray, decoded: tuple[dict[str, Tensor], np.ndarray | None]) -> None:
+    def finish(rows: slice, inputs: _SliceInputs, out: dict[str, Tensor]) -> None:
         with torch.inference_mode():  # thread-local: the worker needs its own
-            decoded = decoded_parts(model, w, sel, *decoded)
+            decoded = decoded_parts(model, w, inputs.sel, out, inputs.inverse)
             parts[rows] = decoded if reduce is None else reduce(decoded)
+
+    def embed(chunk: int) -> SnapshotBatch:
+        with torch.inference_mode():
+            c0, c1, _ = chunks[chunk]
+            return gt.snapshot_embeddings(model, c0 - L, c1 - 1)
 
     # A flood puts a million events in a day's chunk: they are decoded in slices of at most
     # ``SCORE_SLICE_EVENTS`` against the chunk's embeddings, so the per-event arrays stay small
     # (and in cache: DARPA's test window scored in 4.5-4.8 s in slices of 65,536, 5.0-5.5 s in
     # slices of 262,144 and 5.7-6.0 s in whole chunks).
-    slices = []  # (chunk's first bucket, its end, rows of ``events``)
+    chunks = []  # (first bucket, end bucket, slices of ``events``' rows), for chunks with events
     for c0, c1 in _chunks(windows, 0, windows.n_buckets, chunk_buckets):
         lo, hi = np.searchsorted(events, np.searchsorted(windows.event_bucket, [c0, c1]))
-        slices += [(c0, c1, slice(s0, min(s0 + SCORE_SLICE_EVENTS, hi))) for s0 in range(lo, hi, SCORE_SLICE_EVENTS)]
+        if lo < hi:
+            chunks.append((c0, c1, [slice(s0, min(s0 + SCORE_SLICE_EVENTS, hi))
+                                    for s0 in range(lo, hi, SCORE_SLICE_EVENTS)]))
+    slices = [(c, rows) for c, (_, _, in_chunk) in enumerate(chunks) for rows in in_chunk]
     # Three stages, so that the model never waits for numpy: a worker gathers slice k + 1's
     # inputs and finds its distinct rows while the model decodes slice k, then turns slice k's
     # outputs into parts while the model decodes slice k + 1; it also embeds the next chunk's
@@ -898,29 +906,23 @@ def score_components(
     # 3.7 s; two torch threads and the worker fought over two cores).
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - 1))
-
-    def embed(c0: int, c1: int) -> SnapshotBatch:
-        with torch.inference_mode():
-            return gt.snapshot_embeddings(model, c0 - L, c1 - 1)
-
-    chunk_starts = [k for k in range(len(slices)) if k == 0 or slices[k][0] != slices[k - 1][0]]
-    next_chunk = dict(zip(chunk_starts, chunk_starts[1:], strict=False))
     try:
-        ready = pool.submit(_slice_inputs, w, events[slices[0][2]], dedupe) if slices else None
-        embedding = pool.submit(embed, *slices[0][:2]) if slices else None
+        if slices:
+            ready = pool.submit(_slice_inputs, w, events[slices[0][1]], dedupe)
+            embedding = pool.submit(embed, 0)
         finishing = None
-        for k, (_, _, rows) in enumerate(slices):
-            if k == 0 or k in next_chunk.values():
+        for k, (c, rows) in enumerate(slices):
+            if k == 0 or c != slices[k - 1][0]:  # the chunk's first slice
                 batch = embedding.result()
-                if k in next_chunk:
-                    embedding = pool.submit(embed, *slices[next_chunk[k]][:2])
+                if c + 1 < len(chunks):
+                    embedding = pool.submit(embed, c + 1)
             inputs = ready.result()
             if k + 1 < len(slices):
-                ready = pool.submit(_slice_inputs, w, events[slices[k + 1][2]], dedupe)
-            decoded = _decode_slice(model, gt, batch, inputs)
+                ready = pool.submit(_slice_inputs, w, events[slices[k + 1][1]], dedupe)
+            out = _decode_rows(model, gt, batch, *inputs.ids, inputs.x, log_rate=inputs.log_rate, parts_only=True)
             if finishing is not None:
                 finishing.result()
-            finishing = pool.submit(finish, rows, inputs.sel, decoded)
+            finishing = pool.submit(finish, rows, inputs, out)
         if finishing is not None:
             finishing.result()
     finally:
@@ -934,8 +936,9 @@ SCORE_SLICE_EVENTS = 65_536
 
 @dataclass
 class _SliceInputs:
-    """The model's inputs for events ``sel``: one row per event, or with ``inverse`` one per
-    distinct row (``ids`` and ``x`` of those rows), event i's row being ``inverse[i]``."""
+    """The model's inputs for events ``sel`` (``_decode_rows``' arguments): one row per event, or
+    with ``inverse`` one per distinct row (``ids``, ``x`` and ``log_rate`` of those rows), event
+    i's row being ``inverse[i]`` (``decoded_parts``' argument)."""
 
     sel: np.ndarray
     ids: list[np.ndarray]  # bucket, source, destination, context, relation
@@ -957,14 +960,6 @@ def _slice_inputs(w: GraphWindows, sel: np.ndarray, dedupe: bool) -> _SliceInput
             rows = sel[first]
             return _SliceInputs(sel, [a[rows] for a in columns], x[first], log_rate[first], inverse)
     return _SliceInputs(sel, [a[sel] for a in columns], x, log_rate)
-
-
-def _decode_slice(model: HybridGNNLSTM, gt: GraphTensors, batch: SnapshotBatch, inputs: _SliceInputs
-                  ) -> tuple[dict[str, Tensor], np.ndarray | None]:
-    """The model's outputs for a slice's events (all in ``batch``'s buckets) as ``decoded_parts``
-    takes them: one row per (distinct) input row, and each event's row (None: one per event)."""
-    out = _decode_rows(model, gt, batch, *inputs.ids, inputs.x, log_rate=inputs.log_rate, parts_only=True)
-    return out, inputs.inverse
 
 
 def score_events(
